@@ -1,0 +1,45 @@
+"""The HTTP API: ``gunicorn 'api:create_app()'`` or ``flask --app api run``."""
+
+from __future__ import annotations
+
+import sys
+
+from flask import Flask
+
+from common.settings import Settings, SettingsError
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the API from ``settings`` (default: the environment)."""
+    if settings is None:
+        settings = _settings_or_exit()
+
+    from api import errors, files, health, serve, users
+    from common.db import Database
+    from common.pipeline import Pipeline
+    from common.queue import Publisher, celery_app
+    from common.storage import from_settings
+
+    app = Flask(__name__)
+    app.json.ensure_ascii = False
+    app.json.sort_keys = False
+    app.config["SECRET_KEY"] = settings.resolved_secret_key()
+    app.extensions["settings"] = settings
+    app.extensions["pipeline"] = Pipeline(
+        settings=settings,
+        db=Database(settings.database_url),
+        storage=from_settings(settings),
+        publisher=Publisher(celery_app(settings, "api")),
+    )
+    errors.register_error_handlers(app)
+    for blueprint in (health.bp, users.bp, files.bp, serve.bp):
+        app.register_blueprint(blueprint)
+    return app
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,135 @@
+"""The one JSON error shape, and the mapping of every exception to it.
+
+Body: ``{"error": <human message, Russian as in the seed>, "code": <MACHINE_CODE>, "details"?:
+...}`` plus the seed's extra keys (``allowed_extensions``, ``max_size_mb``). No route answers
+an HTML page or a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, current_app, jsonify
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from werkzeug.exceptions import HTTPException
+
+from common import staging
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """Raised by routes; rendered by the handler below."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.details, self.extra, self.headers = details, extra, headers or {}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+):
+    """Build the JSON error response; every error the API returns comes through here."""
+    body: dict[str, Any] = {"error": message, "code": code}
+    if details is not None:
+        body["details"] = details
+    body.update(extra)
+    response = jsonify(body)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+_HTTP_MESSAGES = {
+    400: ("BAD_REQUEST", "Неверный запрос"),
+    403: ("FORBIDDEN", "Доступ запрещен"),
+    404: ("NOT_FOUND", "Ресурс не найден"),
+    405: ("METHOD_NOT_ALLOWED", "Метод не разрешен"),
+    413: ("PAYLOAD_TOO_LARGE", "Тело запроса слишком большое"),
+    415: ("UNSUPPORTED_MEDIA_TYPE", "Неподдерживаемый тип содержимого"),
+    429: ("RATE_LIMITED", "Превышен лимит запросов"),
+}
+
+_UPLOAD_ERRORS = {
+    staging.NotMultipart: (400, "Ожидается тело multipart/form-data с полем file"),
+    staging.MalformedUpload: (400, "Некорректное тело multipart/form-data"),
+    staging.MissingFile: (400, "Нет файла в запросе: ожидается поле file"),
+    staging.EmptyFilename: (400, "Файл не выбран: пустое имя файла"),
+    staging.DuplicateFile: (400, "В запросе должен быть ровно один файл в поле file"),
+}
+
+
+def upload_error(exc: staging.UploadError):
+    settings = current_app.extensions["settings"]
+    if isinstance(exc, staging.FileTooLarge):
+        return error_response(
+            413,
+            exc.code,
+            "Файл слишком большой",
+            max_size_mb=settings.max_upload_mb,
+            headers={"Connection": "close"},
+        )
+    if isinstance(exc, staging.ExtensionNotAllowed):
+        return error_response(
+            415,
+            exc.code,
+            "Недопустимый тип файла",
+            allowed_extensions=list(settings.allowed_extensions),
+        )
+    status, message = _UPLOAD_ERRORS.get(type(exc), (400, "Неверный запрос"))
+    return error_response(status, exc.code, message, details=str(exc))
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return error_response(
+            exc.status, exc.code, exc.message, exc.details, exc.headers, **exc.extra
+        )
+
+    app.register_error_handler(staging.UploadError, upload_error)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        code, message = _HTTP_MESSAGES.get(exc.code or 500, ("HTTP_ERROR", exc.name))
+        headers = {}
+        if exc.code == 405 and exc.valid_methods:
+            headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        if exc.code == 413:
+            headers["Connection"] = "close"
+        return error_response(exc.code or 500, code, message, headers=headers)
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(PoolTimeout)
+    def _database_down(exc: Exception):
+        log.error("database unavailable: %s", exc)
+        return error_response(
+            503,
+            "DATABASE_UNAVAILABLE",
+            "База данных временно недоступна",
+            headers={"Retry-After": "5"},
+        )
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return _database_down(exc)
+        log.exception("unhandled error")
+        return error_response(500, "INTERNAL_ERROR", "Внутренняя ошибка сервера")

@@ -1,0 +1,184 @@
+"""File routes: upload, list, info, download, delete (SPEC §4)."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urljoin
+
+from flask import Blueprint, current_app, jsonify, request, url_for
+from sqlalchemy import select
+
+from api.errors import ApiError
+from common.models import OPEN_STATES, File, FileStatus
+from common.naming import is_generated_name
+from common.pipeline import Pipeline, iso_z, seed_metadata
+from common.staging import stage_upload
+
+bp = Blueprint("files", __name__)
+
+MAX_WAIT = 30
+POLL_INTERVAL = 0.05
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
+
+
+def _pipeline() -> Pipeline:
+    return current_app.extensions["pipeline"]
+
+
+def file_object(file: File) -> dict[str, Any]:
+    """The file object of SPEC §4 (``info``, list entries, ``file_info``)."""
+    body: dict[str, Any] = {
+        "name": file.name,
+        "original_name": file.original_name,
+        "size": file.size,
+        "content_type": file.content_type,
+        "status": file.status.value,
+        "last_modified": iso_z(file.stored_at or file.uploaded_at),
+        "etag": file.etag,
+        "sha256": file.sha256,
+        "metadata": seed_metadata(file) | (file.extra or {}),
+        "download_url": presigned_url(file),
+    }
+    if file.status in (FileStatus.REJECTED, FileStatus.FAILED):
+        body["error"] = file.error
+    return body
+
+
+def presigned_url(file: File) -> str | None:
+    if file.status != FileStatus.STORED:
+        return None
+    settings = current_app.extensions["settings"]
+    url = _pipeline().storage.presign_get(file.name, settings.presigned_url_ttl)
+    return urljoin(request.host_url, url)  # the filesystem store signs host-relative paths
+
+
+def _load(name: str) -> File:
+    """A live file by its generated name; anything else is 404, never a path."""
+    if is_generated_name(name):
+        with _pipeline().db.session() as session:
+            file = session.scalars(select(File).where(File.name == name)).one_or_none()
+        if file is not None and file.status != FileStatus.DELETED:
+            return file
+    raise ApiError(404, "FILE_NOT_FOUND", "Файл не найден")
+
+
+@bp.post("/files/upload")
+def upload():
+    settings = current_app.extensions["settings"]
+    wait = _prefer_wait(request.headers.get("Prefer", ""))
+    staged = stage_upload(
+        request.stream,
+        request.headers.get("Content-Type"),
+        request.content_length,
+        staging_dir=settings.staging_dir,
+        max_bytes=settings.max_upload_bytes,
+        allowed_extensions=settings.allowed_extensions,
+        now=datetime.now(UTC),
+    )
+    file = _pipeline().accept(staged)
+    headers = {"Location": url_for("files.info", name=file.name, _external=True)}
+    if wait is not None:
+        file = _wait_for_final_state(file, wait)
+        if file.status not in OPEN_STATES:
+            headers["Preference-Applied"] = f"wait={wait}"
+        if file.status == FileStatus.REJECTED:
+            raise ApiError(
+                422,
+                "FILE_REJECTED",
+                "Файл отклонен: содержимое не соответствует типу",
+                details={"reason": file.error, "filename": file.name},
+                headers=headers,
+            )
+    body = {
+        "message": "Файл успешно загружен",
+        "filename": file.name,
+        "original_name": file.original_name,
+        "size": file.size,
+        "content_type": file.content_type,
+        "status": file.status.value,
+        "status_url": headers["Location"],
+        "download_url": presigned_url(file),
+        "file_info": file_object(file),
+    }
+    return jsonify(body), 201, headers
+
+
+def _prefer_wait(header: str) -> int | None:
+    match = _PREFER_WAIT.search(header)
+    return min(int(match.group(1)), MAX_WAIT) if match else None
+
+
+def _wait_for_final_state(file: File, seconds: int) -> File:
+    deadline = time.monotonic() + seconds
+    db = _pipeline().db
+    while time.monotonic() < deadline:
+        with db.session() as session:
+            current = session.get(File, file.id)
+        if current.status not in OPEN_STATES:
+            return current
+        time.sleep(POLL_INTERVAL)
+    return current
+
+
+@bp.get("/files")
+def list_files():
+    prefix = request.args.get("prefix", "")
+    limit = _limit(request.args.get("limit"))
+    query = select(File).where(File.status != FileStatus.DELETED)
+    if prefix:
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(File.name.like(escaped + "%", escape="\\"))
+    with _pipeline().db.session() as session:
+        files = session.scalars(query.order_by(File.name).limit(limit)).all()
+    entries = [file_object(f) for f in files]
+    return jsonify({"files": entries, "count": len(entries), "prefix": prefix})
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return 100
+    if re.fullmatch(r"\d{1,4}", raw.strip()) and 1 <= int(raw) <= 1000:
+        return int(raw)
+    raise ApiError(
+        400,
+        "INVALID_LIMIT",
+        "Параметр limit должен быть целым числом от 1 до 1000",
+        details={"limit": raw},
+    )
+
+
+@bp.get("/files/<path:name>/info")
+def info(name: str):
+    return jsonify(file_object(_load(name)))
+
+
+@bp.get("/files/<path:name>/download")
+def download(name: str):
+    file = _load(name)
+    if file.status != FileStatus.STORED:
+        extra = {"reason": file.error} if file.error else {}
+        raise ApiError(
+            409,
+            "FILE_NOT_READY",
+            "Файл еще не готов к скачиванию" if file.status in OPEN_STATES else "Файл недоступен",
+            status=file.status.value,
+            **extra,
+        )
+    settings = current_app.extensions["settings"]
+    return jsonify(
+        {
+            "download_url": presigned_url(file),
+            "file_info": file_object(file),
+            "expires_in": settings.presigned_url_ttl,
+        }
+    )
+
+
+@bp.delete("/files/<path:name>")
+def delete(name: str):
+    if not is_generated_name(name) or not _pipeline().delete(name):
+        raise ApiError(404, "FILE_NOT_FOUND", "Файл не найден")
+    return jsonify({"message": "Файл успешно удален", "filename": name})

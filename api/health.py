@@ -1,0 +1,31 @@
+"""Health routes: the seed's root greeting and the storage probe."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask import Blueprint, current_app, jsonify
+
+from common.pipeline import iso_z
+from common.storage import StorageUnavailable
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/")
+def hello():
+    return jsonify({"message": "Hello World!"})
+
+
+@bp.get("/health/storage")
+def storage_health():
+    storage = current_app.extensions["pipeline"].storage
+    try:
+        storage.health()
+    except StorageUnavailable as exc:
+        current_app.logger.warning("storage unhealthy: %s", exc)
+        body, status = {"status": "unhealthy", "message": "Object Storage недоступен"}, 503
+    else:
+        body, status = {"status": "healthy", "message": "Object Storage доступен"}, 200
+    body["timestamp"] = iso_z(datetime.now(UTC), millis=True)
+    return jsonify(body), status

@@ -1,0 +1,189 @@
+"""Every setting of the service, read once from the environment (SPEC §2).
+
+API processes, workers and beat all build the same ``Settings`` with ``Settings.from_env()``.
+A bad value raises ``SettingsError`` whose message is one line naming the variable; the entry
+points print that line and exit without a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+DEFAULT_EXTENSIONS = ("txt", "pdf", "png", "jpg", "jpeg", "gif", "doc", "docx")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the service cannot run with."""
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must be zero or more")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _database_url(raw: str) -> str:
+    make_url(raw)  # raises ArgumentError on nonsense
+    return raw
+
+
+def _redis_url(raw: str) -> str:
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return raw
+
+
+def _backend(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"filesystem", "s3"}:
+        raise ValueError("must be 'filesystem' or 's3'")
+    return value
+
+
+def _extensions(raw: str) -> tuple[str, ...]:
+    items = tuple(dict.fromkeys(p.strip().lower().lstrip(".") for p in raw.split(",") if p.strip()))
+    if not items:
+        raise ValueError("must list at least one extension")
+    unknown = [e for e in items if e not in DEFAULT_EXTENSIONS]
+    if unknown:
+        raise ValueError(f"no content check is known for: {', '.join(unknown)}")
+    return items
+
+
+def _url(raw: str) -> str:
+    if not raw.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return raw.rstrip("/")
+
+
+def _limit(raw: str) -> str:
+    from limits import parse_many
+
+    parse_many(raw)  # raises ValueError for a malformed limit string
+    return raw
+
+
+def _log_format(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"text", "json"}:
+        raise ValueError("must be 'text' or 'json'")
+    return value
+
+
+def _setting(env: str, default: Any, coerce: Callable[[str], Any] = str) -> Any:
+    return field(default=default, metadata={"env": env, "coerce": coerce})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed settings; field metadata names the environment variable and its coercer."""
+
+    database_url: str = _setting("DATABASE_URL", "sqlite:///var/app.db", _database_url)
+    redis_url: str = _setting("REDIS_URL", "redis://localhost:6379/0", _redis_url)
+    storage_backend: str = _setting("STORAGE_BACKEND", "filesystem", _backend)
+    storage_dir: str = _setting("STORAGE_DIR", "var/storage")
+    s3_bucket: str | None = _setting("S3_BUCKET", None)
+    s3_endpoint_url: str | None = _setting("S3_ENDPOINT_URL", None, _url)
+    s3_public_endpoint_url: str | None = _setting("S3_PUBLIC_ENDPOINT_URL", None, _url)
+    s3_region: str = _setting("S3_REGION", "us-east-1")
+    staging_dir: str = _setting("STAGING_DIR", "var/staging")
+    max_upload_mb: int = _setting("MAX_UPLOAD_MB", 16, _positive_int)
+    allowed_extensions: tuple[str, ...] = _setting(
+        "ALLOWED_EXTENSIONS", DEFAULT_EXTENSIONS, _extensions
+    )
+    presigned_url_ttl: int = _setting("PRESIGNED_URL_TTL", 300, _positive_int)
+    ratelimit_default: str = _setting("RATELIMIT_DEFAULT", "10/second;20/2 seconds", _limit)
+    ratelimit_upload: str = _setting("RATELIMIT_UPLOAD", "5/minute", _limit)
+    ratelimit_enabled: bool = _setting("RATELIMIT_ENABLED", True, _bool)
+    trusted_proxy_count: int = _setting("TRUSTED_PROXY_COUNT", 0, _non_negative_int)
+    secret_key: str | None = _setting("SECRET_KEY", None)
+    log_format: str = _setting("LOG_FORMAT", "text", _log_format)
+    # Pipeline tuning: not in the seed, but operators and tests need them.
+    ingest_max_retries: int = _setting("INGEST_MAX_RETRIES", 8, _non_negative_int)
+    retry_backoff_max: int = _setting("RETRY_BACKOFF_MAX", 600, _positive_int)
+    visibility_timeout: int = _setting("VISIBILITY_TIMEOUT", 3600, _positive_int)
+    reconcile_interval: float = _setting("RECONCILE_INTERVAL", 15.0, _positive_float)
+    outbox_stale_after: int = _setting("OUTBOX_STALE_AFTER", 3900, _positive_int)
+    outbox_max_publishes: int = _setting("OUTBOX_MAX_PUBLISHES", 10, _positive_int)
+    max_image_pixels: int = _setting("MAX_IMAGE_PIXELS", 50_000_000, _positive_int)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``); ``overrides`` win."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = f.metadata["env"]
+            raw = environ.get(name)
+            if raw is None or f.name in overrides:
+                continue
+            try:
+                values[f.name] = f.metadata["coerce"](raw)
+            except Exception as exc:  # every coercer failure becomes one line
+                raise SettingsError(f"{name}={raw!r} is invalid: {exc}") from None
+        values.update(overrides)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Validate combinations of settings that no single coercer can see."""
+        if self.storage_backend == "s3" and not self.s3_bucket:
+            raise SettingsError("S3_BUCKET must be set when STORAGE_BACKEND=s3")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def public_s3_endpoint(self) -> str | None:
+        return self.s3_public_endpoint_url or self.s3_endpoint_url
+
+    def resolved_secret_key(self) -> str:
+        """SECRET_KEY, or one generated once into ``var/secret_key`` and reused after."""
+        if self.secret_key:
+            return self.secret_key
+        path = Path(self.storage_dir).parent / "secret_key"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            key = secrets.token_hex(32)
+            try:
+                with open(path, "x") as fh:  # first writer wins across processes
+                    fh.write(key)
+                return key
+            except FileExistsError:
+                return path.read_text().strip()

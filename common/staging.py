@@ -1,0 +1,227 @@
+"""Stream one multipart upload to STAGING_DIR: size capped, sha256 computed, in a single pass.
+
+The body is read in chunks straight from the WSGI input and never held whole in memory. The
+extension is checked from the part's headers before any of its bytes are read, and reading stops
+as soon as the file passes the size limit. On any error the partial file is removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.http import parse_options_header
+from werkzeug.sansio.multipart import (
+    NEED_DATA,
+    Data,
+    Epilogue,
+    Field,
+    File,
+    MultipartDecoder,
+)
+
+from common.naming import clean_original_name, extension_of, generate_name
+
+CHUNK = 256 * 1024
+#: Room for the multipart framing and small form fields around the file itself.
+FRAMING_ALLOWANCE = 64 * 1024
+FILE_FIELD = "file"
+
+
+class UploadError(Exception):
+    """An upload the service refuses; ``code`` is the stable machine code of the error body."""
+
+    code = "BAD_UPLOAD"
+
+
+class NotMultipart(UploadError):
+    code = "NOT_MULTIPART"
+
+
+class MalformedUpload(UploadError):
+    code = "MALFORMED_MULTIPART"
+
+
+class MissingFile(UploadError):
+    code = "NO_FILE"
+
+
+class EmptyFilename(UploadError):
+    code = "EMPTY_FILENAME"
+
+
+class DuplicateFile(UploadError):
+    code = "MULTIPLE_FILES"
+
+
+class FileTooLarge(UploadError):
+    code = "FILE_TOO_LARGE"
+
+
+class ExtensionNotAllowed(UploadError):
+    code = "EXTENSION_NOT_ALLOWED"
+
+
+@dataclass(frozen=True)
+class StagedUpload:
+    path: Path
+    name: str
+    original_name: str
+    extension: str
+    size: int
+    sha256: str
+    uploaded_at: datetime
+
+
+def staged_path(staging_dir: str | Path, name: str) -> Path:
+    """Where the bytes of the file called ``name`` wait for a worker."""
+    return Path(staging_dir) / name
+
+
+class _Sink:
+    """The staged file being written, with its running size and digest."""
+
+    def __init__(self, path: Path, limit: int) -> None:
+        self.path = path
+        self.limit = limit
+        self.size = 0
+        self.sha256 = hashlib.sha256()
+        self.fh = open(path, "xb")  # noqa: SIM115 - closed in finish()/discard()
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise FileTooLarge(f"file larger than {self.limit} bytes")
+        self.sha256.update(data)
+        self.fh.write(data)
+
+    def finish(self) -> None:
+        self.fh.flush()
+        os.fsync(self.fh.fileno())  # accepted means durable: the 201 must survive a crash
+        self.fh.close()
+
+    def discard(self) -> None:
+        self.fh.close()
+        self.path.unlink(missing_ok=True)
+
+
+def stage_upload(
+    stream: BinaryIO,
+    content_type: str | None,
+    content_length: int | None,
+    *,
+    staging_dir: str | Path,
+    max_bytes: int,
+    allowed_extensions: tuple[str, ...],
+    now: datetime,
+) -> StagedUpload:
+    """Read a multipart body from ``stream`` and stage its ``file`` part; raise ``UploadError``."""
+    mimetype, options = parse_options_header(content_type or "")
+    if mimetype != "multipart/form-data":
+        raise NotMultipart("expected multipart/form-data")
+    boundary = options.get("boundary", "")
+    if not boundary:
+        raise MalformedUpload("multipart boundary is missing")
+    body_limit = max_bytes + FRAMING_ALLOWANCE
+    if content_length is not None and content_length > body_limit:
+        raise FileTooLarge("declared body length over the limit")
+
+    Path(staging_dir).mkdir(parents=True, exist_ok=True)
+    parser = _UploadParser(staging_dir, max_bytes, allowed_extensions, now)
+    decoder = MultipartDecoder(boundary.encode("latin-1"), max_form_memory_size=FRAMING_ALLOWANCE)
+    read = 0
+    try:
+        while not parser.done:
+            chunk = stream.read(CHUNK)
+            read += len(chunk)
+            if read > body_limit:
+                raise FileTooLarge("body over the limit")
+            decoder.receive_data(chunk or None)
+            _drain(decoder, parser)
+            if not chunk and not parser.done:
+                raise MalformedUpload("body ended before the closing boundary")
+        return parser.result()
+    except UploadError:
+        parser.discard()
+        raise
+    except RequestEntityTooLarge as exc:  # a non-file field over its memory cap
+        parser.discard()
+        raise FileTooLarge("form field over the limit") from exc
+    except Exception as exc:  # werkzeug reports malformed framing as ValueError & co.
+        parser.discard()
+        raise MalformedUpload(f"malformed multipart body: {exc}") from exc
+
+
+def _drain(decoder: MultipartDecoder, parser: _UploadParser) -> None:
+    while not parser.done and (event := decoder.next_event()) is not NEED_DATA:
+        parser.handle(event)
+
+
+class _UploadParser:
+    """Turns decoder events into one staged file; other fields are read and dropped."""
+
+    def __init__(self, staging_dir, max_bytes, allowed_extensions, now) -> None:
+        self.staging_dir = Path(staging_dir)
+        self.max_bytes = max_bytes
+        self.allowed = allowed_extensions
+        self.now = now
+        self.sink: _Sink | None = None
+        self.writing = False
+        self.done = False
+        self.name = self.original_name = self.extension = ""
+        self.seen_file = False
+
+    def handle(self, event) -> None:
+        if isinstance(event, File) and event.name == FILE_FIELD:
+            self._start_file(event.filename)
+        elif isinstance(event, (File, Field)):
+            self.writing = False
+        elif isinstance(event, Data):
+            if self.writing:
+                self.sink.write(event.data)
+                if not event.more_data:
+                    self.writing = False
+        elif isinstance(event, Epilogue):
+            self.done = True
+
+    def _start_file(self, raw_filename: str | None) -> None:
+        if self.seen_file:
+            raise DuplicateFile("more than one 'file' part")
+        self.seen_file = True
+        if not raw_filename:
+            raise EmptyFilename("the 'file' part has an empty filename")
+        self.original_name = clean_original_name(raw_filename)
+        self.extension = extension_of(self.original_name)
+        if self.extension not in self.allowed:
+            raise ExtensionNotAllowed(f"extension {self.extension!r} is not allowed")
+        self.name = generate_name(self.extension, self.now)
+        self.sink = _Sink(staged_path(self.staging_dir, self.name), self.max_bytes)
+        self.writing = True
+
+    def result(self) -> StagedUpload:
+        if not self.seen_file:
+            raise MissingFile("no 'file' part in the form")
+        self.sink.finish()
+        return StagedUpload(
+            path=self.sink.path,
+            name=self.name,
+            original_name=self.original_name or f"file.{self.extension}",
+            extension=self.extension,
+            size=self.sink.size,
+            sha256=self.sink.sha256.hexdigest(),
+            uploaded_at=self.now,
+        )
+
+    def discard(self) -> None:
+        if self.sink is not None:
+            self.sink.discard()
+
+
+def remove_staged(path: Path) -> None:
+    """Remove a staged file; a missing one is already gone."""
+    path.unlink(missing_ok=True)

@@ -1,0 +1,137 @@
+"""The embedded default store: objects as files under STORAGE_DIR, served by the API itself.
+
+Each object ``<key>`` has a sidecar ``<key>.json`` with what S3 would keep beside it (type,
+disposition, metadata, etag). Presigned URLs are host-relative paths signed with SECRET_KEY
+(HMAC-SHA256 over key and expiry); the API's ``/storage/<key>`` route checks them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlencode
+
+from common.naming import is_generated_name
+from common.storage import ObjectInfo, PutRequest, StorageIntegrityError, StorageUnavailable
+
+SERVE_PREFIX = "/storage/"
+
+
+class FilesystemStorage:
+    def __init__(self, root: str | Path, secret_key: str) -> None:
+        self.root = Path(root)
+        self._secret = secret_key.encode()
+
+    def _path(self, key: str) -> Path:
+        if not is_generated_name(key):  # keys are generated names; nothing else maps to a path
+            raise FileNotFoundError(key)
+        return self.root / key
+
+    def put(self, request: PutRequest) -> ObjectInfo:
+        target = self._path(request.key)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            md5 = _copy_atomically(request.path, target)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise StorageUnavailable(f"filesystem store: {exc}") from None
+        if md5 != request.md5_hex:
+            target.unlink(missing_ok=True)
+            raise StorageIntegrityError(f"{request.key}: stored md5 {md5} != {request.md5_hex}")
+        sidecar = {
+            "content_type": request.content_type,
+            "content_disposition": request.content_disposition,
+            "metadata": request.metadata,
+            "etag": md5,
+        }
+        _write_atomically(target.with_name(target.name + ".json"), json.dumps(sidecar).encode())
+        return self.head(request.key)
+
+    def head(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        try:
+            sidecar = json.loads(path.with_name(path.name + ".json").read_bytes())
+            stat = path.stat()
+        except FileNotFoundError:
+            raise FileNotFoundError(key) from None
+        return ObjectInfo(
+            key=key,
+            size=stat.st_size,
+            etag=sidecar["etag"],
+            last_modified=datetime.fromtimestamp(int(stat.st_mtime), UTC),
+            content_type=sidecar["content_type"],
+            metadata=sidecar["metadata"],
+        )
+
+    def sidecar(self, key: str) -> dict:
+        path = self._path(key)
+        return json.loads(path.with_name(path.name + ".json").read_bytes())
+
+    def object_path(self, key: str) -> Path:
+        return self._path(key)
+
+    def download(self, key: str, destination: Path) -> None:
+        shutil.copyfile(self._path(key), destination)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".json").unlink(missing_ok=True)
+
+    def presign_get(self, key: str, ttl: int) -> str:
+        expires = int(time.time()) + ttl
+        query = urlencode({"expires": expires, "signature": self._sign(key, expires)})
+        return f"{SERVE_PREFIX}{key}?{query}"
+
+    def verify(self, key: str, expires: str, signature: str) -> bool:
+        """True when ``signature`` was made by ``presign_get`` for ``key`` and has not expired."""
+        try:
+            deadline = int(expires)
+        except ValueError:
+            return False
+        return deadline >= time.time() and hmac.compare_digest(self._sign(key, deadline), signature)
+
+    def _sign(self, key: str, expires: int) -> str:
+        message = f"{key}\n{expires}".encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+
+    def health(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=self.root, prefix=".health-")  # noqa: SIM115
+            probe.close()
+        except OSError as exc:
+            raise StorageUnavailable(f"filesystem store: {exc}") from None
+
+
+def _copy_atomically(source: Path, target: Path) -> str:
+    """Copy ``source`` to ``target`` through a temp file and rename; return the md5 written."""
+    digest = hashlib.md5(usedforsecurity=False)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".put-")
+    try:
+        with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
+            while chunk := src.read(1024 * 1024):
+                digest.update(chunk)
+                dst.write(chunk)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return digest.hexdigest()
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".put-")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, target)

@@ -1,0 +1,112 @@
+"""Thin tasks: load by id, call ``common.pipeline``, decide retries. Arguments are file ids."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+
+from celery import Task
+from celery.signals import worker_process_init
+from sqlalchemy.exc import OperationalError
+
+from common.db import Database
+from common.models import OutboxKind
+from common.pipeline import Pipeline
+from common.queue import DELETE_OBJECT, EXTRACT_METADATA, INGEST, RECONCILE, Publisher
+from common.reconcile import reconcile as reconcile_once
+from common.storage import StorageIntegrityError, StorageUnavailable, from_settings
+from worker import app, settings
+
+log = logging.getLogger(__name__)
+
+#: Faults worth waiting out: the store or the database is down or misbehaving.
+TRANSIENT = (StorageUnavailable, StorageIntegrityError, OperationalError)
+
+_pipeline: Pipeline | None = None
+
+
+def pipeline() -> Pipeline:
+    """This process's pipeline, built on first use (after any fork)."""
+    global _pipeline
+    if _pipeline is None:
+        _pipeline = Pipeline(
+            settings=settings,
+            db=Database(settings.database_url),
+            storage=from_settings(settings),
+            publisher=Publisher(app),
+        )
+    return _pipeline
+
+
+@worker_process_init.connect
+def _reset_after_fork(**_kwargs) -> None:
+    """A forked child must not share the parent's database connections."""
+    global _pipeline
+    if _pipeline is not None:
+        _pipeline.db.engine.dispose(close=False)
+    _pipeline = None
+
+
+def backoff(retries: int) -> float:
+    """Exponential backoff with full jitter: uniform in [1, min(cap, 2**retries)] seconds."""
+    return random.uniform(1, max(1, min(settings.retry_backoff_max, 2**retries)))
+
+
+def retry_or_give_up(task: Task, exc: Exception, give_up, keep_alive=None) -> None:
+    """Retry with backoff; after the last retry call ``give_up(reason)`` instead."""
+    if task.request.retries >= task.max_retries:
+        give_up(f"{exc.__class__.__name__}: {exc}")
+        return
+    log.warning("%s[%s] will retry: %s", task.name, task.request.id, exc)
+    if keep_alive is not None:
+        # If the database is what is down, the outbox entry simply ages.
+        with contextlib.suppress(OperationalError):
+            keep_alive()
+    raise task.retry(exc=exc, countdown=backoff(task.request.retries))
+
+
+@app.task(
+    bind=True,
+    name=INGEST,
+    max_retries=settings.ingest_max_retries,
+    soft_time_limit=300,
+    time_limit=330,
+)
+def ingest(self: Task, file_id: int) -> str | None:
+    """Verify a staged file, push it to the store, mark it stored (or rejected)."""
+    try:
+        status = pipeline().ingest(file_id)
+    except TRANSIENT as exc:
+        retry_or_give_up(
+            self,
+            exc,
+            lambda reason: pipeline().fail(file_id, "Хранилище недоступно: " + reason),
+            lambda: pipeline().keep_alive(file_id, OutboxKind.INGEST),
+        )
+        return "failed"
+    return status.value if status else None
+
+
+@app.task(bind=True, name=EXTRACT_METADATA, max_retries=5, soft_time_limit=120, time_limit=150)
+def extract_metadata(self: Task, file_id: int) -> None:
+    """Parse a stored file for image size, PDF pages and the like."""
+    try:
+        pipeline().extract(file_id)
+    except TRANSIENT as exc:
+        retry_or_give_up(self, exc, lambda reason: log.error("metadata of %s: %s", file_id, reason))
+
+
+@app.task(bind=True, name=DELETE_OBJECT, max_retries=None, soft_time_limit=60)
+def delete_object(self: Task, file_id: int) -> None:
+    """Remove the object of a deleted file; retried until the store answers."""
+    try:
+        pipeline().delete_object(file_id)
+    except TRANSIENT as exc:
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from None
+
+
+@app.task(name=RECONCILE, soft_time_limit=120)
+def reconcile() -> dict:
+    """Republish outbox entries, give up on hopeless ones, reap staged leftovers."""
+    return vars(reconcile_once(pipeline()))
