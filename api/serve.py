@@ -29,6 +29,7 @@ def serve_object(key: str):
         )
     except FileNotFoundError:
         raise ApiError(404, "FILE_NOT_FOUND", "Файл не найден") from None
+    response.headers["Content-Type"] = sidecar["content_type"]  # exactly as stored
     response.headers["Content-Disposition"] = sidecar["content_disposition"]
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response

@@ -64,6 +64,8 @@ def detect_type(path: Path) -> str:
 def check_content(path: Path, extension: str, *, max_image_pixels: int) -> Verdict:
     """Check the staged file at ``path`` against ``extension``."""
     detected = detect_type(path)
+    if extension != "txt" and path.stat().st_size == 0:
+        return Verdict(detected, f"Пустой файл не может быть .{extension}")
     if extension == "txt":
         return Verdict(detected, _text_problem(path, detected))
     if detected not in _MAGIC_TYPES[extension]:
@@ -96,7 +98,7 @@ def _text_problem(path: Path, detected: str) -> str | None:
             utf8 = utf8 and _decodes(decoder, chunk)
     if utf8 and _decodes(decoder, b"", final=True):
         return None
-    if detected.startswith("text/") or detected in {"application/json", "application/x-empty"}:
+    if detected.startswith("text/") or detected == "application/json":
         return None  # text in another encoding
     return _mismatch("txt", detected)
 

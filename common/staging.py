@@ -133,7 +133,10 @@ def stage_upload(
 
     Path(staging_dir).mkdir(parents=True, exist_ok=True)
     parser = _UploadParser(staging_dir, max_bytes, allowed_extensions, now)
-    decoder = MultipartDecoder(boundary.encode("latin-1"), max_form_memory_size=FRAMING_ALLOWANCE)
+    # The cap bounds what the decoder buffers (part headers): one chunk plus the framing.
+    decoder = MultipartDecoder(
+        boundary.encode("latin-1"), max_form_memory_size=CHUNK + FRAMING_ALLOWANCE
+    )
     read = 0
     try:
         while not parser.done:

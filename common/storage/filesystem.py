@@ -26,7 +26,7 @@ SERVE_PREFIX = "/storage/"
 
 class FilesystemStorage:
     def __init__(self, root: str | Path, secret_key: str) -> None:
-        self.root = Path(root)
+        self.root = Path(root).absolute()
         self._secret = secret_key.encode()
 
     def _path(self, key: str) -> Path:

@@ -1,0 +1,216 @@
+"""Fixtures on the real services: Redis, PostgreSQL and SQLite, moto's S3 server over HTTP, and
+Celery workers running as subprocesses.
+
+``stack`` is parametrized over the two deployments the product supports:
+``sqlite-fs`` (the embedded default) and ``postgres-s3`` (production shape).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from alembic import command
+from alembic.config import Config
+from moto.server import ThreadedMotoServer
+from sqlalchemy import text
+
+from common.db import Database
+from common.models import File
+from common.settings import Settings
+from common.storage.s3 import S3Storage
+
+ROOT = Path(__file__).resolve().parent.parent
+REDIS_SERVER = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def migrate(database_url: str) -> None:
+    """Bring a database to the head revision with the project's Alembic migrations."""
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["configure_logger"] = False
+    db = Database(database_url)
+    with db.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+    db.dispose()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_db() -> Iterator[int]:
+    """A Redis database index of this test session's own, flushed before and after."""
+    index = 8 + os.getpid() % 8
+    redis.Redis.from_url(f"{REDIS_SERVER}/{index}").flushdb()
+    yield index
+    redis.Redis.from_url(f"{REDIS_SERVER}/{index}").flushdb()
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this session, dropped afterwards."""
+    name = f"upl_{uuid.uuid4().hex[:10]}"
+    admin = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = PG_URL.rsplit("/", 1)[0] + "/" + name
+    migrate(url)
+    yield url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def settings_for(tmp: Path, **overrides) -> Settings:
+    """Settings of one deployment shape rooted in ``tmp``."""
+    base = {
+        "staging_dir": str(tmp / "staging"),
+        "storage_dir": str(tmp / "storage"),
+        "secret_key": "test-secret",
+        "ratelimit_enabled": False,
+    }
+    return Settings.from_env({}, **(base | overrides))
+
+
+@dataclass
+class Worker:
+    """A real ``celery -A worker worker`` process."""
+
+    process: subprocess.Popen
+    log: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = {
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "STORAGE_BACKEND": settings.storage_backend,
+        "STORAGE_DIR": settings.storage_dir,
+        "STAGING_DIR": settings.staging_dir,
+        "SECRET_KEY": settings.secret_key or "",
+        "INGEST_MAX_RETRIES": str(settings.ingest_max_retries),
+        "RETRY_BACKOFF_MAX": str(settings.retry_backoff_max),
+        "VISIBILITY_TIMEOUT": str(settings.visibility_timeout),
+        "MAX_IMAGE_PIXELS": str(settings.max_image_pixels),
+    }
+    if settings.s3_bucket:
+        env["S3_BUCKET"] = settings.s3_bucket
+    if settings.s3_endpoint_url:
+        env["S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    return env
+
+
+def start_worker(settings: Settings, log: Path, queues: str = "uploads,metadata") -> Worker:
+    env = os.environ | settings_env(settings)
+    argv = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", queues]
+    argv += ["-c", "2", "--without-gossip", "--without-mingle", "-l", "INFO", "-n", f"t{uuid.uuid4().hex[:6]}@%h"]
+    handle = open(log, "wb")  # noqa: SIM115 - the child owns it
+    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if b" ready." in log.read_bytes():
+            return Worker(process, log)
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise RuntimeError(f"worker did not start:\n{log.read_text()}")
+
+
+@dataclass
+class Stack:
+    kind: str
+    settings: Settings
+    db: Database
+    worker: Worker | None = None
+
+
+@pytest.fixture(scope="session", params=["sqlite-fs", "postgres-s3"])
+def stack(request, tmp_path_factory, redis_db, s3_endpoint) -> Iterator[Stack]:
+    """One running deployment: database migrated, store ready, a worker consuming both queues."""
+    tmp = tmp_path_factory.mktemp(request.param)
+    if request.param == "sqlite-fs":
+        database_url = f"sqlite:///{tmp / 'app.db'}"
+        migrate(database_url)
+        settings = settings_for(tmp, database_url=database_url,
+                                redis_url=f"{REDIS_SERVER}/{redis_db}")
+    else:
+        database_url = request.getfixturevalue("pg_database_url")
+        bucket = f"stack-{uuid.uuid4().hex[:8]}"
+        settings = settings_for(
+            tmp,
+            database_url=database_url,
+            redis_url=f"{REDIS_SERVER}/{redis_db}",
+            storage_backend="s3",
+            s3_bucket=bucket,
+            s3_endpoint_url=s3_endpoint,
+        )
+        S3Storage.from_settings(settings).ensure_bucket()
+    stack = Stack(request.param, settings, Database(settings.database_url))
+    stack.worker = start_worker(settings, tmp / "worker.log")
+    yield stack
+    stack.worker.stop()
+    stack.db.dispose()
+
+
+@pytest.fixture
+def clean_stack(stack: Stack) -> Stack:
+    """The session's stack with empty tables."""
+    with stack.db.engine.begin() as conn:
+        for table in ("outbox", "files", "users"):
+            conn.execute(text(f"DELETE FROM {table}"))
+    return stack
+
+
+@pytest.fixture
+def app(clean_stack: Stack):
+    from api import create_app
+
+    return create_app(clean_stack.settings)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def wait_for_status(db: Database, name: str, statuses: set[str], timeout: float = 20) -> File:
+    """Poll the database until file ``name`` reaches one of ``statuses``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with db.session() as session:
+            file = session.query(File).filter_by(name=name).one_or_none()
+        if file is not None and file.status.value in statuses:
+            return file
+        if time.monotonic() > deadline:
+            state = file.status.value if file else "missing"
+            raise AssertionError(f"{name} still {state} after {timeout}s")
+        time.sleep(0.05)

@@ -1,0 +1,73 @@
+import subprocess
+import sys
+
+import pytest
+
+from common.settings import DEFAULT_EXTENSIONS, Settings, SettingsError
+from tests.conftest import ROOT
+
+
+def test_defaults_match_the_spec():
+    settings = Settings.from_env({})
+    assert settings.database_url == "sqlite:///var/app.db"
+    assert settings.redis_url == "redis://localhost:6379/0"
+    assert settings.storage_backend == "filesystem"
+    assert settings.max_upload_bytes == 16 * 1024 * 1024
+    assert settings.allowed_extensions == DEFAULT_EXTENSIONS
+    assert settings.presigned_url_ttl == 300
+    assert settings.trusted_proxy_count == 0
+
+
+def test_values_are_coerced():
+    settings = Settings.from_env(
+        {"MAX_UPLOAD_MB": "2", "ALLOWED_EXTENSIONS": " PNG, .txt ,png", "PRESIGNED_URL_TTL": "60"}
+    )
+    assert settings.max_upload_bytes == 2 * 1024 * 1024
+    assert settings.allowed_extensions == ("png", "txt")
+    assert settings.presigned_url_ttl == 60
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MAX_UPLOAD_MB", "lots"),
+        ("MAX_UPLOAD_MB", "0"),
+        ("STORAGE_BACKEND", "ftp"),
+        ("REDIS_URL", "localhost:6379"),
+        ("DATABASE_URL", "not a url"),
+        ("ALLOWED_EXTENSIONS", "exe"),
+        ("RATELIMIT_UPLOAD", "five per minute"),
+        ("TRUSTED_PROXY_COUNT", "-1"),
+    ],
+)
+def test_bad_value_names_the_variable(name, value):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_s3_needs_a_bucket():
+    with pytest.raises(SettingsError, match="S3_BUCKET"):
+        Settings.from_env({"STORAGE_BACKEND": "s3"})
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [sys.executable, "-m", "flask", "--app", "api", "routes"],
+        [sys.executable, "-m", "celery", "-A", "worker", "report"],
+    ],
+)
+def test_entry_points_stop_with_one_line(argv):
+    env = {"PATH": "/usr/bin:/bin", "MAX_UPLOAD_MB": "huge"}
+    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert "MAX_UPLOAD_MB='huge' is invalid" in result.stderr
+
+
+def test_generated_secret_key_is_kept(tmp_path):
+    settings = Settings.from_env({}, storage_dir=str(tmp_path / "var" / "storage"))
+    first = settings.resolved_secret_key()
+    assert len(first) == 64
+    assert settings.resolved_secret_key() == first
+    assert (tmp_path / "var" / "secret_key").read_text() == first
