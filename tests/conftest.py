@@ -132,9 +132,18 @@ def settings_env(settings: Settings) -> dict[str, str]:
 def start_worker(settings: Settings, log: Path, queues: str = "uploads,metadata") -> Worker:
     env = os.environ | settings_env(settings)
     argv = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", queues]
-    argv += ["-c", "2", "--without-gossip", "--without-mingle", "-l", "INFO", "-n", f"t{uuid.uuid4().hex[:6]}@%h"]
-    handle = open(log, "wb")  # noqa: SIM115 - the child owns it
-    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    argv += [
+        "-c",
+        "2",
+        "--without-gossip",
+        "--without-mingle",
+        "-l",
+        "INFO",
+        "-n",
+        f"t{uuid.uuid4().hex[:6]}@%h",
+    ]
+    with open(log, "wb") as handle:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if b" ready." in log.read_bytes():
@@ -160,8 +169,9 @@ def stack(request, tmp_path_factory, redis_db, s3_endpoint) -> Iterator[Stack]:
     if request.param == "sqlite-fs":
         database_url = f"sqlite:///{tmp / 'app.db'}"
         migrate(database_url)
-        settings = settings_for(tmp, database_url=database_url,
-                                redis_url=f"{REDIS_SERVER}/{redis_db}")
+        settings = settings_for(
+            tmp, database_url=database_url, redis_url=f"{REDIS_SERVER}/{redis_db}"
+        )
     else:
         database_url = request.getfixturevalue("pg_database_url")
         bucket = f"stack-{uuid.uuid4().hex[:8]}"
@@ -190,11 +200,20 @@ def clean_stack(stack: Stack) -> Stack:
     return stack
 
 
+def close_app(app) -> None:
+    """Release what an app holds: database connections, broker connections."""
+    pipeline = app.extensions["pipeline"]
+    pipeline.db.dispose()
+    pipeline.publisher.app.close()
+
+
 @pytest.fixture
 def app(clean_stack: Stack):
     from api import create_app
 
-    return create_app(clean_stack.settings)
+    app = create_app(clean_stack.settings)
+    yield app
+    close_app(app)
 
 
 @pytest.fixture
@@ -214,3 +233,18 @@ def wait_for_status(db: Database, name: str, statuses: set[str], timeout: float 
             state = file.status.value if file else "missing"
             raise AssertionError(f"{name} still {state} after {timeout}s")
         time.sleep(0.05)
+
+
+@pytest.fixture
+def live_server(app) -> Iterator[str]:
+    """The app behind a real HTTP server (werkzeug, threaded) on a free port."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(5)

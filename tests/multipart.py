@@ -6,7 +6,9 @@ BOUNDARY = "----pipeline-test-boundary"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
 
 
-def part(name: str, data: bytes, filename: str | None = None, raw_disposition: bytes | None = None) -> bytes:
+def part(
+    name: str, data: bytes, filename: str | None = None, raw_disposition: bytes | None = None
+) -> bytes:
     if raw_disposition is None:
         disposition = f'form-data; name="{name}"'
         if filename is not None:

@@ -17,8 +17,14 @@ def test_generated_names_follow_the_seed_pattern_and_are_unique():
 
 @pytest.mark.parametrize(
     "name",
-    ["../etc/passwd", "20250906_123456_abc.txt", "x.txt", "20250906_123456_0123456789abcdef.txt/..",
-     "20250906_123456_0123456789ABCDEF.txt", ""],
+    [
+        "../etc/passwd",
+        "20250906_123456_abc.txt",
+        "x.txt",
+        "20250906_123456_0123456789abcdef.txt/..",
+        "20250906_123456_0123456789ABCDEF.txt",
+        "",
+    ],
 )
 def test_other_names_are_not_generated(name):
     assert not is_generated_name(name)

@@ -98,7 +98,9 @@ def test_disallowed_extension_is_refused_before_the_bytes(tmp_path):
         (multipart.file_body("", b"x"), None, staging.EmptyFilename),
         (multipart.body(), None, staging.MissingFile),
         (
-            multipart.body(multipart.part("file", b"1", "a.txt"), multipart.part("file", b"2", "b.txt")),
+            multipart.body(
+                multipart.part("file", b"1", "a.txt"), multipart.part("file", b"2", "b.txt")
+            ),
             None,
             staging.DuplicateFile,
         ),

@@ -1,0 +1,147 @@
+"""One contract, two stores: the filesystem store and S3 over HTTP (moto's server)."""
+
+import hashlib
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from urllib.parse import unquote
+
+import pytest
+import requests
+
+from common.storage import PutRequest, StorageUnavailable, ascii_metadata, content_disposition
+from common.storage.filesystem import FilesystemStorage
+from common.storage.s3 import S3Storage
+from tests.conftest import close_app, settings_for
+
+
+@pytest.fixture(params=["filesystem", "s3"])
+def store(request, tmp_path, s3_endpoint):
+    """``(storage, fetch)``: fetch(url) does a plain GET the way a client would."""
+    if request.param == "s3":
+        storage = S3Storage(f"contract-{uuid.uuid4().hex[:8]}", endpoint_url=s3_endpoint)
+        storage.ensure_bucket()
+        yield storage, lambda url: _requests_get(url)
+        return
+    from api import create_app
+
+    settings = settings_for(tmp_path, database_url=f"sqlite:///{tmp_path / 'x.db'}")
+    app = create_app(settings)
+    storage = app.extensions["pipeline"].storage
+    client = app.test_client()
+    yield storage, lambda url: _client_get(client, url)
+    close_app(app)
+
+
+def _requests_get(url):
+    reply = requests.get(url, timeout=10)
+    return reply.status_code, reply.headers, reply.content
+
+
+def _client_get(client, url):
+    with client.get(url) as reply:
+        return reply.status_code, reply.headers, reply.data
+
+
+def put(storage, tmp_path, data=b"contract bytes", name="Отчёт «итог».pdf"):
+    key = f"20250906_123456_{uuid.uuid4().hex[:16]}.pdf"
+    path = tmp_path / "staged"
+    path.write_bytes(data)
+    request = PutRequest(
+        key=key,
+        path=path,
+        content_type="application/pdf",
+        original_name=name,
+        md5_hex=hashlib.md5(data).hexdigest(),
+        metadata=ascii_metadata({"original_name": name, "file_size": str(len(data))}),
+    )
+    return key, storage.put(request)
+
+
+def test_put_then_head_describes_the_object(store, tmp_path):
+    storage, _ = store
+    key, info = put(storage, tmp_path)
+    assert info.key == key
+    assert info.size == len(b"contract bytes")
+    assert info.etag == hashlib.md5(b"contract bytes").hexdigest()
+    assert abs(info.last_modified - datetime.now(UTC)) < timedelta(minutes=1)
+    assert unquote(storage.head(key).metadata["original_name"]) == "Отчёт «итог».pdf"
+
+
+def test_put_is_idempotent(store, tmp_path):
+    storage, _ = store
+    key, first = put(storage, tmp_path)
+    path = tmp_path / "staged"
+    again = storage.put(PutRequest(key, path, "application/pdf", "a.pdf", first.etag, {"a": "b"}))
+    assert again.etag == first.etag and again.size == first.size
+
+
+def test_presigned_url_serves_bytes_type_and_disposition(store, tmp_path):
+    storage, fetch = store
+    key, _ = put(storage, tmp_path, data=b"%PDF-1.4 hello")
+    status, headers, body = fetch(storage.presign_get(key, 60))
+    assert status == 200
+    assert body == b"%PDF-1.4 hello"
+    assert headers["Content-Type"] == "application/pdf"
+    assert headers["Content-Disposition"] == content_disposition("Отчёт «итог».pdf")
+    assert "filename*=UTF-8''%D0%9E%D1%82%D1%87%D1%91%D1%82" in headers["Content-Disposition"]
+
+
+def test_presigned_url_expires(store, tmp_path):
+    storage, fetch = store
+    key, _ = put(storage, tmp_path)
+    url = storage.presign_get(key, 1)
+    if isinstance(storage, S3Storage):
+        # moto does not enforce expiry; S3 does from the signed X-Amz-Expires.
+        assert "X-Amz-Expires=1&" in url and "X-Amz-Algorithm=AWS4-HMAC-SHA256" in url
+        return
+    time.sleep(2.1)
+    status, _, body = fetch(url)
+    assert status == 403
+    assert b"contract bytes" not in body
+
+
+def test_delete_removes_and_tolerates_missing(store, tmp_path):
+    storage, fetch = store
+    key, _ = put(storage, tmp_path)
+    url = storage.presign_get(key, 60)
+    storage.delete(key)
+    storage.delete(key)
+    with pytest.raises(FileNotFoundError):
+        storage.head(key)
+    status, _, _ = fetch(url)
+    assert status in (403, 404)
+
+
+def test_download_copies_bytes(store, tmp_path):
+    storage, _ = store
+    key, _ = put(storage, tmp_path, data=b"abc" * 1000)
+    target = tmp_path / "copy"
+    storage.download(key, target)
+    assert target.read_bytes() == b"abc" * 1000
+
+
+def test_health_ok(store):
+    storage, _ = store
+    storage.health()
+
+
+def test_s3_down_is_unavailable_quickly():
+    storage = S3Storage("nobucket", endpoint_url="http://127.0.0.1:9")
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailable):
+        storage.health()
+    assert time.monotonic() - started < 3
+
+
+def test_filesystem_rejects_keys_that_are_not_generated_names(tmp_path):
+    storage = FilesystemStorage(tmp_path, "k")
+    for key in ("../secret", "/etc/passwd", "a/../../b"):
+        with pytest.raises(FileNotFoundError):
+            storage.head(key)
+    assert not storage.verify("x", "99999999999", "forged")
+
+
+def test_content_disposition_has_ascii_fallback():
+    value = content_disposition('a "quoted"; name.txt')
+    assert value.startswith('attachment; filename="a _quoted__ name.txt"')
