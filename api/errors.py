@@ -25,7 +25,7 @@ class ApiError(Exception):
 
     def __init__(
         self,
-        status: int,
+        http_status: int,
         code: str,
         message: str,
         details: Any = None,
@@ -34,12 +34,12 @@ class ApiError(Exception):
         **extra: Any,
     ) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.http_status, self.code, self.message = http_status, code, message
         self.details, self.extra, self.headers = details, extra, headers or {}
 
 
 def error_response(
-    status: int,
+    http_status: int,
     code: str,
     message: str,
     details: Any = None,
@@ -52,7 +52,7 @@ def error_response(
         body["details"] = details
     body.update(extra)
     response = jsonify(body)
-    response.status_code = status
+    response.status_code = http_status
     response.headers.update(headers or {})
     return response
 
@@ -101,7 +101,7 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
         return error_response(
-            exc.status, exc.code, exc.message, exc.details, exc.headers, **exc.extra
+            exc.http_status, exc.code, exc.message, exc.details, exc.headers, **exc.extra
         )
 
     app.register_error_handler(staging.UploadError, upload_error)

@@ -248,3 +248,13 @@ def live_server(app) -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     thread.join(5)
+
+
+def eventually(predicate, timeout: float = 10) -> bool:
+    """True as soon as ``predicate()`` is; False if it never is within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
