@@ -123,9 +123,13 @@ class Pipeline:
                 _transition(session, file_id, OPEN_STATES, FileStatus.PROCESSING, attempts=True)
         if file.status not in OPEN_STATES:
             return self._settle(file)
-        path = staged_path(self.settings.staging_dir, file.name)
-        if not path.exists():
+        try:
+            return self._verify_and_push(file)
+        except FileNotFoundError:  # the staged copy vanished: another delivery finished first
             return self._recover_missing_stage(file)
+
+    def _verify_and_push(self, file: File) -> FileStatus:
+        path = staged_path(self.settings.staging_dir, file.name)
         verdict = check_content(
             path, file.extension, max_image_pixels=self.settings.max_image_pixels
         )
@@ -234,6 +238,10 @@ class Pipeline:
 
     def _recover_missing_stage(self, file: File) -> FileStatus:
         """No staged bytes: an earlier delivery may have pushed them; the store's copy decides."""
+        with self.db.session() as session:
+            current = session.get(File, file.id)
+        if current.status not in OPEN_STATES:
+            return self._settle(current)
         try:
             info = self.storage.head(file.name)
         except FileNotFoundError:

@@ -30,6 +30,12 @@ def celery_app(settings: Settings, name: str = "pipeline") -> Celery:
             "socket_timeout": 5,
             "socket_connect_timeout": 1,
             "retry_on_timeout": False,
+            # Publishing gives up fast when Redis is down: the outbox holds the work, and an
+            # upload must not wait seconds for a broker it does not need to answer.
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.1,
+            "interval_max": 0.2,
         },
         beat_schedule={
             "reconcile": {

@@ -82,7 +82,7 @@ def _reap_staging(pipeline: Pipeline, report: ReconcileReport) -> None:
         for start in range(0, len(listed), BATCH):
             chunk = listed[start : start + BATCH]
             query = select(File.name, File.status).where(File.name.in_(chunk))
-            statuses.update(session.execute(query).tuples())
+            statuses.update((name, status) for name, status in session.execute(query))
     now = time.time()
     for name, path in names.items():
         status = statuses.get(name)

@@ -1,0 +1,271 @@
+"""The pipeline's guarantees, driven directly: idempotency, races, the outbox and the reconciler.
+
+Tasks published here go to a Redis database no worker consumes, so each test decides when work
+runs. Database and store are the stack's real ones.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import func, select, update
+
+from common.models import File, FileStatus, OutboxEntry, OutboxKind
+from common.pipeline import Pipeline
+from common.queue import Publisher, celery_app
+from common.reconcile import ORPHAN_AGE, reconcile
+from common.staging import StagedUpload
+from common.storage import from_settings
+from tests import samples
+from tests.conftest import REDIS_SERVER
+
+QUIET_DB = 7  # a Redis database no worker listens on
+
+
+@pytest.fixture
+def quiet_redis():
+    client = redis.Redis.from_url(f"{REDIS_SERVER}/{QUIET_DB}")
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+def make_pipeline(stack, redis_url: str, **overrides) -> Pipeline:
+    settings = replace(stack.settings, redis_url=redis_url, **overrides)
+    return Pipeline(settings, stack.db, from_settings(settings), Publisher(celery_app(settings)))
+
+
+@pytest.fixture
+def pipeline(clean_stack, quiet_redis):
+    pipeline = make_pipeline(clean_stack, f"{REDIS_SERVER}/{QUIET_DB}")
+    yield pipeline
+    pipeline.publisher.app.close()
+
+
+def accept(pipeline: Pipeline, data: bytes, ext: str = "txt", original: str | None = None) -> File:
+    import hashlib
+
+    from common.naming import generate_name
+    from common.staging import staged_path
+
+    now = datetime.now(UTC)
+    name = generate_name(ext, now)
+    path = staged_path(pipeline.settings.staging_dir, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    staged = StagedUpload(
+        path, name, original or f"a.{ext}", ext, len(data), hashlib.sha256(data).hexdigest(), now
+    )
+    return pipeline.accept(staged)
+
+
+def status_of(pipeline: Pipeline, file_id: int) -> File:
+    with pipeline.db.session() as session:
+        return session.get(File, file_id)
+
+
+def outbox_kinds(pipeline: Pipeline, file_id: int) -> list[str]:
+    with pipeline.db.session() as session:
+        rows = session.scalars(select(OutboxEntry.kind).where(OutboxEntry.file_id == file_id))
+        return sorted(k.value for k in rows)
+
+
+def test_accept_writes_row_and_outbox_and_publishes(pipeline, quiet_redis):
+    file = accept(pipeline, b"hello")
+    assert status_of(pipeline, file.id).status == FileStatus.PENDING
+    with pipeline.db.session() as session:
+        entry = session.scalars(select(OutboxEntry).where(OutboxEntry.file_id == file.id)).one()
+        assert entry.kind == OutboxKind.INGEST
+        assert entry.published_at is not None and entry.publish_count == 1
+    assert quiet_redis.llen("uploads") == 1
+
+
+def test_ingest_twice_is_idempotent(pipeline):
+    file = accept(pipeline, samples.png(), "png")
+    assert pipeline.ingest(file.id) == FileStatus.STORED
+    first = status_of(pipeline, file.id)
+    assert pipeline.ingest(file.id) == FileStatus.STORED
+    again = status_of(pipeline, file.id)
+    assert (again.etag, again.stored_at, again.md5) == (first.etag, first.stored_at, first.md5)
+    assert pipeline.storage.head(file.name).etag == first.etag
+    assert outbox_kinds(pipeline, file.id) == ["metadata"]
+    assert not Path(pipeline.settings.staging_dir, file.name).exists()
+
+
+def test_two_workers_racing_end_in_one_state(pipeline):
+    file = accept(pipeline, b"race" * 10_000)
+    barrier = threading.Barrier(4)
+    results: list[FileStatus | None] = []
+
+    def run():
+        barrier.wait()
+        results.append(pipeline.ingest(file.id))
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert results == [FileStatus.STORED] * 4
+    final = status_of(pipeline, file.id)
+    assert final.status == FileStatus.STORED and final.attempts >= 1
+    assert pipeline.storage.head(file.name).size == 40_000
+    assert outbox_kinds(pipeline, file.id) == ["metadata"]
+
+
+class GatedStorage:
+    """The real store, with a gate that holds a push until the test opens it."""
+
+    def __init__(self, storage):
+        self._storage = storage
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def put(self, request):
+        self.entered.set()
+        self.release.wait(30)
+        return self._storage.put(request)
+
+    def __getattr__(self, name):
+        return getattr(self._storage, name)
+
+
+def test_delete_during_push_leaves_no_object(pipeline):
+    file = accept(pipeline, b"doomed")
+    gated = GatedStorage(pipeline.storage)
+    racing = replace(pipeline, storage=gated)
+    result: list[FileStatus | None] = []
+    worker = threading.Thread(target=lambda: result.append(racing.ingest(file.id)))
+    worker.start()
+    assert gated.entered.wait(10)
+    assert pipeline.delete(file.name)  # the API's delete, while the push is held
+    gated.release.set()
+    worker.join(30)
+    assert result == [FileStatus.DELETED]
+    assert status_of(pipeline, file.id).status == FileStatus.DELETED
+    with pytest.raises(FileNotFoundError):
+        pipeline.storage.head(file.name)
+    assert outbox_kinds(pipeline, file.id) == []
+
+
+def test_rejected_file_is_never_pushed(pipeline):
+    file = accept(pipeline, samples.HTML, "png")
+    assert pipeline.ingest(file.id) == FileStatus.REJECTED
+    row = status_of(pipeline, file.id)
+    assert "text/html" in row.error and row.content_type == "text/html"
+    with pytest.raises(FileNotFoundError):
+        pipeline.storage.head(file.name)
+    assert outbox_kinds(pipeline, file.id) == []
+
+
+def test_redelivery_after_push_without_staged_copy_recovers_from_the_store(pipeline):
+    file = accept(pipeline, b"pushed before the crash")
+    pipeline.ingest(file.id)
+    with pipeline.db.session() as session:  # as if the worker died before recording the push
+        session.execute(update(File).where(File.id == file.id).values(status=FileStatus.PROCESSING))
+    assert pipeline.ingest(file.id) == FileStatus.STORED
+
+
+def test_upload_survives_a_dead_broker_and_the_reconciler_publishes_it(clean_stack, quiet_redis):
+    dead = make_pipeline(clean_stack, "redis://127.0.0.1:1/0")
+    started = time.monotonic()
+    file = accept(dead, b"accepted while redis is down")
+    assert time.monotonic() - started < 5
+    assert status_of(dead, file.id).status == FileStatus.PENDING
+    with dead.db.session() as session:
+        entry = session.scalars(select(OutboxEntry).where(OutboxEntry.file_id == file.id)).one()
+        assert entry.published_at is None
+        entry.created_at = datetime.now(UTC) - timedelta(seconds=30)  # past the grace period
+    dead.publisher.app.close()
+    alive = make_pipeline(clean_stack, f"{REDIS_SERVER}/{QUIET_DB}")
+    report = reconcile(alive)
+    assert report.published == 1
+    assert quiet_redis.llen("uploads") == 1
+    assert alive.ingest(file.id) == FileStatus.STORED
+    alive.publisher.app.close()
+
+
+def test_stale_entries_are_republished_then_given_up(clean_stack, quiet_redis):
+    pipeline = make_pipeline(
+        clean_stack, f"{REDIS_SERVER}/{QUIET_DB}", outbox_stale_after=60, outbox_max_publishes=2
+    )
+    file = accept(pipeline, b"lost message")
+
+    def age_entry():
+        with pipeline.db.session() as session:
+            session.execute(
+                update(OutboxEntry)
+                .where(OutboxEntry.file_id == file.id)
+                .values(published_at=datetime.now(UTC) - timedelta(seconds=120))
+            )
+
+    age_entry()
+    assert reconcile(pipeline).published == 1
+    age_entry()
+    report = reconcile(pipeline)
+    assert report.failed == 1
+    row = status_of(pipeline, file.id)
+    assert row.status == FileStatus.FAILED and "2" in row.error
+    assert outbox_kinds(pipeline, file.id) == []
+    assert Path(pipeline.settings.staging_dir, file.name).exists()  # kept for a re-queue
+
+    assert pipeline.requeue_failed(file.id)
+    assert status_of(pipeline, file.id).status == FileStatus.PENDING
+    assert pipeline.ingest(file.id) == FileStatus.STORED
+    pipeline.publisher.app.close()
+
+
+def test_fail_after_last_retry_records_the_reason(pipeline):
+    file = accept(pipeline, b"unlucky")
+    pipeline.fail(file.id, "Хранилище недоступно: S3 unreachable")
+    row = status_of(pipeline, file.id)
+    assert row.status == FileStatus.FAILED
+    assert row.error == "Хранилище недоступно: S3 unreachable"
+    assert outbox_kinds(pipeline, file.id) == []
+
+
+def test_reconciler_reaps_only_unneeded_staged_files(pipeline):
+    staging = Path(pipeline.settings.staging_dir)
+    pending = accept(pipeline, b"still waiting")
+    rejected = accept(pipeline, samples.HTML, "gif")
+    pipeline.ingest(rejected.id)
+    Path(staging, rejected.name).write_bytes(b"left behind by a crash")
+    young_orphan = staging / "20250101_000000_00000000000000aa.txt"
+    old_orphan = staging / "20250101_000000_00000000000000bb.txt"
+    for orphan in (young_orphan, old_orphan):
+        orphan.write_bytes(b"no row")
+    past = time.time() - ORPHAN_AGE - 10
+    os.utime(old_orphan, (past, past))
+
+    assert reconcile(pipeline).reaped == 2
+    assert Path(staging, pending.name).exists()
+    assert young_orphan.exists()
+    assert not old_orphan.exists() and not Path(staging, rejected.name).exists()
+
+
+def test_failed_commit_leaves_no_staged_file(clean_stack, quiet_redis):
+    pipeline = make_pipeline(clean_stack, f"{REDIS_SERVER}/{QUIET_DB}")
+    first = accept(pipeline, b"one")
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+        clone = StagedUpload(
+            Path(pipeline.settings.staging_dir, "20250101_000000_00000000000000cc.txt"),
+            first.name,  # a name collision makes the insert fail
+            "x.txt",
+            "txt",
+            1,
+            "0" * 64,
+            datetime.now(UTC),
+        )
+        clone.path.write_bytes(b"x")
+        pipeline.accept(clone)
+    assert not clone.path.exists()
+    with pipeline.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(File)) == 1
+    pipeline.publisher.app.close()
