@@ -258,3 +258,53 @@ def eventually(predicate, timeout: float = 10) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def gunicorn_api(clean_stack: Stack, tmp_path) -> Iterator[str]:
+    """The API as production runs it: gunicorn with the repository's gunicorn.conf.py."""
+    import requests
+
+    port = free_port()
+    env = (
+        os.environ
+        | settings_env(clean_stack.settings)
+        | {
+            "GUNICORN_BIND": f"127.0.0.1:{port}",
+            "GUNICORN_WORKERS": "1",
+            "GUNICORN_THREADS": "4",
+            "RATELIMIT_ENABLED": "false",
+        }
+    )
+    log = tmp_path / "gunicorn.log"
+    with open(log, "wb") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "api:create_app()"],
+            cwd=ROOT,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        if not eventually(lambda: _answers(requests, url), timeout=30):
+            raise RuntimeError(f"gunicorn did not start:\n{log.read_text()}")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+def _answers(requests, url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
