@@ -26,15 +26,18 @@ from common.storage import from_settings
 from tests import samples
 from tests.conftest import REDIS_SERVER
 
-QUIET_DB = 7  # a Redis database no worker listens on
-
 
 @pytest.fixture
-def quiet_redis():
-    client = redis.Redis.from_url(f"{REDIS_SERVER}/{QUIET_DB}")
+def quiet_redis(redis_db):
+    """A Redis database no worker listens on: published tasks wait there."""
+    client = redis.Redis.from_url(f"{REDIS_SERVER}/{redis_db + 1}")
     client.flushdb()
     yield client
     client.flushdb()
+
+
+def quiet_url(client) -> str:
+    return f"{REDIS_SERVER}/{client.connection_pool.connection_kwargs['db']}"
 
 
 def make_pipeline(stack, redis_url: str, **overrides) -> Pipeline:
@@ -44,7 +47,7 @@ def make_pipeline(stack, redis_url: str, **overrides) -> Pipeline:
 
 @pytest.fixture
 def pipeline(clean_stack, quiet_redis):
-    pipeline = make_pipeline(clean_stack, f"{REDIS_SERVER}/{QUIET_DB}")
+    pipeline = make_pipeline(clean_stack, quiet_url(quiet_redis))
     yield pipeline
     pipeline.publisher.app.close()
 
@@ -184,7 +187,7 @@ def test_upload_survives_a_dead_broker_and_the_reconciler_publishes_it(clean_sta
         assert entry.published_at is None
         entry.created_at = datetime.now(UTC) - timedelta(seconds=30)  # past the grace period
     dead.publisher.app.close()
-    alive = make_pipeline(clean_stack, f"{REDIS_SERVER}/{QUIET_DB}")
+    alive = make_pipeline(clean_stack, quiet_url(quiet_redis))
     report = reconcile(alive)
     assert report.published == 1
     assert quiet_redis.llen("uploads") == 1
@@ -194,7 +197,7 @@ def test_upload_survives_a_dead_broker_and_the_reconciler_publishes_it(clean_sta
 
 def test_stale_entries_are_republished_then_given_up(clean_stack, quiet_redis):
     pipeline = make_pipeline(
-        clean_stack, f"{REDIS_SERVER}/{QUIET_DB}", outbox_stale_after=60, outbox_max_publishes=2
+        clean_stack, quiet_url(quiet_redis), outbox_stale_after=60, outbox_max_publishes=2
     )
     file = accept(pipeline, b"lost message")
 
@@ -251,7 +254,7 @@ def test_reconciler_reaps_only_unneeded_staged_files(pipeline):
 
 
 def test_failed_commit_leaves_no_staged_file(clean_stack, quiet_redis):
-    pipeline = make_pipeline(clean_stack, f"{REDIS_SERVER}/{QUIET_DB}")
+    pipeline = make_pipeline(clean_stack, quiet_url(quiet_redis))
     first = accept(pipeline, b"one")
     with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
         clone = StagedUpload(
