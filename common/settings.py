@@ -124,7 +124,7 @@ class Settings:
         "ALLOWED_EXTENSIONS", DEFAULT_EXTENSIONS, _extensions
     )
     presigned_url_ttl: int = _setting("PRESIGNED_URL_TTL", 300, _positive_int)
-    ratelimit_default: str = _setting("RATELIMIT_DEFAULT", "10/second;20/2 seconds", _limit)
+    ratelimit_default: str = _setting("RATELIMIT_DEFAULT", "20/second;100/10 seconds", _limit)
     ratelimit_upload: str = _setting("RATELIMIT_UPLOAD", "5/minute", _limit)
     ratelimit_enabled: bool = _setting("RATELIMIT_ENABLED", True, _bool)
     trusted_proxy_count: int = _setting("TRUSTED_PROXY_COUNT", 0, _non_negative_int)

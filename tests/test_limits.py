@@ -1,0 +1,192 @@
+"""Rate limits on real Redis: bursts, uploads, shared budgets across processes, proxies, outages."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+import redis
+import requests
+
+from api import create_app
+from tests.conftest import ROOT, close_app, eventually, free_port, settings_env
+
+
+@pytest.fixture
+def limited(clean_stack):
+    """Settings with the production limits switched on, and no limiter keys left in Redis."""
+    client = redis.Redis.from_url(clean_stack.settings.redis_url)
+    for key in client.scan_iter("*ratelimit/*"):
+        client.delete(key)
+    return replace(clean_stack.settings, ratelimit_enabled=True)
+
+
+@pytest.fixture
+def make_client(limited):
+    apps = []
+
+    def build(**overrides):
+        app = create_app(replace(limited, **overrides))
+        apps.append(app)
+        return app.test_client()
+
+    yield build
+    for app in apps:
+        close_app(app)
+
+
+def test_burst_of_twenty_then_429_with_headers(make_client):
+    client = make_client()
+    statuses = [client.get("/users").status_code for _ in range(25)]
+    assert statuses[:20] == [200] * 20
+    assert set(statuses[20:]) == {429}
+    reply = client.get("/users")
+    body = reply.get_json()
+    assert reply.status_code == 429
+    assert body["code"] == "RATE_LIMITED" and body["error"] == "Превышен лимит запросов"
+    assert int(reply.headers["Retry-After"]) >= 0
+    assert reply.headers["X-RateLimit-Limit"] == "20"
+    assert reply.headers["X-RateLimit-Remaining"] == "0"
+    assert "X-RateLimit-Reset" in reply.headers
+
+
+def test_longer_window_caps_the_sustained_rate(make_client):
+    client = make_client(ratelimit_default="20/second;30/3 seconds")
+    granted = []
+    for _ in range(3):  # rounds 1.1 s apart: each has a fresh 1-second window
+        granted.append(sum(client.get("/users").status_code == 200 for _ in range(15)))
+        time.sleep(1.1)
+    assert granted == [15, 15, 0]
+
+
+def test_root_and_health_are_exempt(make_client):
+    client = make_client()
+    assert all(client.get("/").status_code == 200 for _ in range(40))
+    assert all(client.get("/health/storage").status_code == 200 for _ in range(25))
+
+
+def test_uploads_are_limited_to_five_a_minute(make_client):
+    client = make_client()
+
+    def upload():
+        return client.post(
+            "/files/upload",
+            data={"file": (io.BytesIO(b"x"), "a.txt")},
+            content_type="multipart/form-data",
+        )
+
+    statuses = [upload().status_code for _ in range(6)]
+    assert statuses == [201] * 5 + [429]
+    assert client.get("/users").status_code == 200  # the general budget is not spent
+
+
+def test_general_budget_is_shared_across_routes(make_client):
+    client = make_client()
+    statuses = [client.get("/users").status_code for _ in range(10)]
+    statuses += [client.get("/files").status_code for _ in range(15)]
+    assert statuses.count(200) == 20 and statuses[-1] == 429
+
+
+def test_forwarded_for_is_ignored_unless_trusted(make_client):
+    untrusted = make_client()
+    for i in range(20):
+        untrusted.get("/users", headers={"X-Forwarded-For": f"127.0.1.{i}"})
+    assert untrusted.get("/users", headers={"X-Forwarded-For": "127.0.2.1"}).status_code == 429
+
+    trusted = make_client(trusted_proxy_count=1)
+    for _ in range(20):
+        trusted.get("/users", headers={"X-Forwarded-For": "127.0.3.1"})
+    assert trusted.get("/users", headers={"X-Forwarded-For": "127.0.3.1"}).status_code == 429
+    assert trusted.get("/users", headers={"X-Forwarded-For": "127.0.3.2"}).status_code == 200
+
+
+def _gunicorn(settings, tmp_path, name):
+    port = free_port()
+    env = (
+        os.environ
+        | settings_env(settings)
+        | {
+            "GUNICORN_BIND": f"127.0.0.1:{port}",
+            "GUNICORN_WORKERS": "1",
+            "RATELIMIT_ENABLED": "true",
+        }
+    )
+    with open(tmp_path / f"{name}.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "api:create_app()"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return process, f"http://127.0.0.1:{port}"
+
+
+def test_two_api_processes_share_one_budget(limited, tmp_path):
+    servers = [_gunicorn(limited, tmp_path, name) for name in ("a", "b")]
+    try:
+        for _, url in servers:
+            assert eventually(lambda url=url: _up(url), timeout=30)
+        (_, first), (_, second) = servers
+        statuses = [requests.get(f"{first}/users", timeout=5).status_code for _ in range(12)]
+        statuses += [requests.get(f"{second}/users", timeout=5).status_code for _ in range(12)]
+        assert statuses.count(200) == 20
+        assert statuses[-4:] == [429] * 4
+    finally:
+        for process, _ in servers:
+            process.terminate()
+            process.wait(15)
+
+
+def _up(url):
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_requests_are_answered_when_redis_stops(limited, tmp_path):
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        assert eventually(lambda: _redis_up(port), timeout=10)
+        app = create_app(replace(limited, redis_url=f"redis://127.0.0.1:{port}/0"))
+        client = app.test_client()
+        assert client.get("/users").status_code == 200
+        server.terminate()
+        server.wait(10)
+        started = time.monotonic()
+        statuses = [client.get("/users").status_code for _ in range(10)]
+        assert statuses == [200] * 10
+        assert time.monotonic() - started < 3
+        statuses = [client.get("/users").status_code for _ in range(15)]
+        assert 429 in statuses  # the in-memory fallback still limits
+        close_app(app)
+    finally:
+        if server.poll() is None:
+            server.kill()
+
+
+def _redis_up(port):
+    try:
+        return redis.Redis(port=port, socket_timeout=0.5).ping()
+    except redis.RedisError:
+        return False
