@@ -15,6 +15,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings = _settings_or_exit()
 
     from api import errors, files, health, serve, users
+    from api.docs import init_docs
     from api.limits import init_limits
     from common.db import Database
     from common.pipeline import Pipeline
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.register_error_handlers(app)
     for blueprint in (health.bp, users.bp, files.bp, serve.bp):
         app.register_blueprint(blueprint)
+    init_docs(app)
     app.extensions["limiter"] = init_limits(app, settings)
     return app
 

@@ -12,6 +12,17 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from sqlalchemy import select
 
 from api.errors import ApiError
+from api.schemas import (
+    DeleteReply,
+    DownloadReply,
+    FileList,
+    FileObject,
+    FileQuery,
+    UploadForm,
+    UploadReply,
+    replies,
+    spec,
+)
 from common.models import OPEN_STATES, File, FileStatus
 from common.naming import is_generated_name
 from common.pipeline import Pipeline, iso_z, seed_metadata
@@ -66,7 +77,14 @@ def _load(name: str) -> File:
 
 
 @bp.post("/files/upload")
+@spec.validate(
+    form=UploadForm,
+    resp=replies({"HTTP_201": UploadReply}, 400, 413, 415, 422),
+    tags=["files"],
+    skip_validation=True,  # the body is streamed by stage_upload, never parsed as a form
+)
 def upload():
+    """Upload one file (multipart part ``file``); ``Prefer: wait=N`` waits for the result."""
     settings = current_app.extensions["settings"]
     wait = _prefer_wait(request.headers.get("Prefer", ""))
     staged = stage_upload(
@@ -124,9 +142,11 @@ def _wait_for_final_state(file: File, seconds: int) -> File:
 
 
 @bp.get("/files")
+@spec.validate(query=FileQuery, resp=replies({"HTTP_200": FileList}, 400), tags=["files"])
 def list_files():
-    prefix = request.args.get("prefix", "")
-    limit = _limit(request.args.get("limit"))
+    """Live files whose name starts with ``prefix``, in name (upload) order."""
+    query_args: FileQuery = request.context.query
+    prefix, limit = query_args.prefix, query_args.limit
     query = select(File).where(File.status != FileStatus.DELETED)
     if prefix:
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -137,26 +157,17 @@ def list_files():
     return jsonify({"files": entries, "count": len(entries), "prefix": prefix})
 
 
-def _limit(raw: str | None) -> int:
-    if raw is None:
-        return 100
-    if re.fullmatch(r"\d{1,4}", raw.strip()) and 1 <= int(raw) <= 1000:
-        return int(raw)
-    raise ApiError(
-        400,
-        "INVALID_LIMIT",
-        "Параметр limit должен быть целым числом от 1 до 1000",
-        details={"limit": raw},
-    )
-
-
 @bp.get("/files/<path:name>/info")
+@spec.validate(resp=replies({"HTTP_200": FileObject}, 404), tags=["files"])
 def info(name: str):
+    """One file's state and metadata."""
     return jsonify(file_object(_load(name)))
 
 
 @bp.get("/files/<path:name>/download")
+@spec.validate(resp=replies({"HTTP_200": DownloadReply}, 404, 409), tags=["files"])
 def download(name: str):
+    """A presigned URL for a stored file."""
     file = _load(name)
     if file.status != FileStatus.STORED:
         extra = {"reason": file.error} if file.error else {}
@@ -178,7 +189,9 @@ def download(name: str):
 
 
 @bp.delete("/files/<path:name>")
+@spec.validate(resp=replies({"HTTP_200": DeleteReply}, 404), tags=["files"])
 def delete(name: str):
+    """Delete a file and its stored object."""
     if not is_generated_name(name) or not _pipeline().delete(name):
         raise ApiError(404, "FILE_NOT_FOUND", "Файл не найден")
     return jsonify({"message": "Файл успешно удален", "filename": name})

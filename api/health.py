@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, current_app, jsonify
 
+from api.schemas import Health, Hello, Response, spec
 from common.pipeline import iso_z
 from common.storage import StorageUnavailable
 
@@ -13,12 +14,16 @@ bp = Blueprint("health", __name__)
 
 
 @bp.get("/")
+@spec.validate(resp=Response(HTTP_200=Hello), tags=["health"])
 def hello():
+    """The seed's health check."""
     return jsonify({"message": "Hello World!"})
 
 
 @bp.get("/health/storage")
+@spec.validate(resp=Response(HTTP_200=Health, HTTP_503=Health), tags=["health"])
 def storage_health():
+    """Whether the object store answers (503 within 3 s when it does not)."""
     storage = current_app.extensions["pipeline"].storage
     try:
         storage.health()

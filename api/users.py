@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from typing import Annotated
 
 from flask import Blueprint, current_app, jsonify, request
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from api.errors import ApiError
+from api.schemas import UserIn, UserList, UserOut, replies, spec
 from common.models import User
 
 bp = Blueprint("users", __name__)
 
 MAX_BODY = 64 * 1024
-
-Username = Annotated[
-    str, StringConstraints(strict=True, strip_whitespace=True, pattern=r"^[\w.-]{1,64}$")
-]
-
-
-class UserIn(BaseModel):
-    """The body of ``POST /users``."""
-
-    model_config = ConfigDict(strict=True)
-
-    username: Username
-    email: Annotated[EmailStr, Field(max_length=254)]
 
 
 def user_object(user: User) -> dict:
@@ -36,19 +23,31 @@ def user_object(user: User) -> dict:
 
 
 @bp.get("/users")
+@spec.validate(resp=replies({"HTTP_200": UserList}), tags=["users"])
 def list_users():
+    """All users, ordered by id."""
     with current_app.extensions["pipeline"].db.session() as session:
         users = session.scalars(select(User).order_by(User.id)).all()
     return jsonify([user_object(u) for u in users])
 
 
+def json_object_body(view):
+    """Refuse bodies that are not a JSON object (415/400/413) before schema validation."""
+
+    @functools.wraps(view)
+    def checked(*args, **kwargs):
+        _json_object()
+        return view(*args, **kwargs)
+
+    return checked
+
+
 @bp.post("/users")
+@json_object_body
+@spec.validate(json=UserIn, resp=replies({"HTTP_201": UserOut}, 400, 409, 413, 415), tags=["users"])
 def create_user():
-    data = _json_object()
-    try:
-        payload = UserIn.model_validate(data)
-    except ValidationError as exc:
-        raise ApiError(400, "VALIDATION_ERROR", "Неверные данные", details=_fields(exc)) from None
+    """Create a user; username and email are unique."""
+    payload: UserIn = request.context.json
     user = User(username=payload.username, email=payload.email)
     db = current_app.extensions["pipeline"].db
     try:
@@ -68,7 +67,7 @@ def _json_object() -> dict:
     if not request.is_json:
         raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "Ожидается тело в формате application/json")
     request.max_content_length = MAX_BODY
-    raw = request.get_data(cache=False)
+    raw = request.get_data(cache=True)  # kept for the schema validation that follows
     try:
         data = json.loads(raw)
     except UnicodeDecodeError:
@@ -86,15 +85,6 @@ def _json_object() -> dict:
             400, "INVALID_JSON", "Ожидается JSON-объект", details="body must be an object"
         )
     return data
-
-
-def _fields(exc: ValidationError) -> dict[str, str]:
-    """``{"field": "what is wrong"}`` for each invalid or missing field."""
-    fields: dict[str, str] = {}
-    for error in exc.errors(include_url=False):
-        name = ".".join(str(p) for p in error["loc"]) or "body"
-        fields.setdefault(name, error["msg"])
-    return fields
 
 
 def _taken_field(db, payload: UserIn) -> str:

@@ -1,0 +1,173 @@
+"""Request and response schemas (pydantic): they validate requests and generate the OpenAPI
+document at ``/openapi.json`` through spectree, so the two cannot drift apart.
+
+spectree was chosen because it works with plain Flask blueprints and pydantic models as a
+decorator (no replacement app class), validates query and JSON bodies, and builds the
+OpenAPI 3 document from the same models; its validation errors are handed to ``before_handler``
+below so they come out in the service's one error shape.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, RootModel, StringConstraints
+from spectree import Response, SpecTree
+from spectree.model_adapter.pydantic_adapter import BaseFile
+
+from api.errors import ApiError
+
+Username = Annotated[
+    str, StringConstraints(strict=True, strip_whitespace=True, pattern=r"^[\w.-]{1,64}$")
+]
+
+Status = Literal["pending", "processing", "stored", "rejected", "failed"]
+
+
+class UserIn(BaseModel):
+    """The body of ``POST /users``."""
+
+    model_config = ConfigDict(strict=True)
+
+    username: Username
+    email: Annotated[EmailStr, Field(max_length=254)]
+
+
+class UserOut(BaseModel):
+    id: int
+    username: str
+    email: str
+
+
+class UserList(RootModel[list[UserOut]]):
+    pass
+
+
+class ErrorBody(BaseModel):
+    """Every error: a human message, a stable machine code, and details where there are any."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str
+    code: str
+    details: Any | None = None
+    allowed_extensions: list[str] | None = None
+    max_size_mb: int | None = None
+    status: Status | None = None
+
+
+class Hello(BaseModel):
+    message: str
+
+
+class Health(BaseModel):
+    status: Literal["healthy", "unhealthy"]
+    message: str
+    timestamp: str
+
+
+class FileMetadata(BaseModel):
+    """The seed's four string fields, plus what the metadata worker extracted."""
+
+    model_config = ConfigDict(extra="allow")
+
+    original_name: str
+    upload_time: str
+    file_size: str
+    content_type: str
+    width: int | None = None
+    height: int | None = None
+    pages: int | None = None
+
+
+class FileObject(BaseModel):
+    name: str
+    original_name: str
+    size: int
+    content_type: str
+    status: Status
+    last_modified: str
+    etag: str | None
+    sha256: str
+    metadata: FileMetadata
+    download_url: str | None
+    error: str | None = None
+
+
+class UploadForm(BaseModel):
+    file: BaseFile = Field(description="the file; its name's extension must be allowed")
+
+
+class UploadReply(BaseModel):
+    message: str
+    filename: str
+    original_name: str
+    size: int
+    content_type: str
+    status: Status
+    status_url: str
+    download_url: str | None
+    file_info: FileObject
+
+
+class FileQuery(BaseModel):
+    prefix: str = Field("", description="only names starting with this")
+    limit: int = Field(100, ge=1, le=1000, description="at most this many files")
+
+
+class FileList(BaseModel):
+    files: list[FileObject]
+    count: int
+    prefix: str
+
+
+class DownloadReply(BaseModel):
+    download_url: str
+    file_info: FileObject
+    expires_in: int
+
+
+class DeleteReply(BaseModel):
+    message: str
+    filename: str
+
+
+def errors(*codes: int) -> dict[str, type[BaseModel]]:
+    return {f"HTTP_{code}": ErrorBody for code in codes}
+
+
+def replies(ok: dict[str, Any], *error_codes: int) -> Response:
+    """A spectree Response: the success bodies, the given errors, and the ones any route has."""
+    return Response(**ok, **errors(*error_codes, 429, 500, 503))
+
+
+def before_handler(req, resp, req_validation_error, instance, model_adapter) -> None:
+    """Turn spectree's validation errors into the service's error shape."""
+    if req_validation_error is None:
+        return
+    fields: dict[str, str] = {}
+    for error in req_validation_error.errors(include_url=False):
+        name = ".".join(str(p) for p in error["loc"]) or "body"
+        fields.setdefault(name, error["msg"])
+    if "limit" in fields:
+        raise ApiError(
+            400,
+            "INVALID_LIMIT",
+            "Параметр limit должен быть целым числом от 1 до 1000",
+            details={"limit": req.args.get("limit")},
+        )
+    raise ApiError(400, "VALIDATION_ERROR", "Неверные данные", details=fields)
+
+
+spec = SpecTree(
+    "flask",
+    title="Upload pipeline API",
+    version="1.0.0",
+    path="apidoc",
+    mode="strict",  # document the routes that carry schemas, not /docs or /storage
+    naming_strategy=lambda model: model.__name__,
+    page_templates={},  # the interactive docs are served from local assets at /docs
+    validation_error_status=400,
+    before=before_handler,
+    annotations=False,
+)
