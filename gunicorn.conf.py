@@ -6,7 +6,10 @@ Threads, not just processes: an upload holds its thread while it streams to disk
 
 import functools
 import os
+import shutil
+import tempfile
 
+from common.logs import dict_config
 from common.settings import Settings
 from common.staging import FRAMING_ALLOWANCE
 
@@ -17,7 +20,25 @@ threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = 60
 graceful_timeout = 20
 keepalive = 5
-accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")
+# gunicorn's own lines go through the app's handler: JSON objects when LOG_FORMAT=json.
+logconfig_dict = dict_config(Settings.from_env().log_format)
+# The app logs one line per request itself (with its request id); gunicorn's would repeat it.
+accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
+
+# Metrics of all worker processes, aggregated (prometheus_client multiprocess mode).
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="api-metrics-")
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+
 
 _UPLOAD_PATH = "/files/upload"
 

@@ -17,6 +17,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from api import errors, files, health, serve, users
     from api.docs import init_docs
     from api.limits import init_limits
+    from api.observability import init_observability
     from common.db import Database
     from common.pipeline import Pipeline
     from common.queue import Publisher, celery_app
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         publisher=Publisher(celery_app(settings, "api")),
     )
     errors.register_error_handlers(app)
+    init_observability(app)
     for blueprint in (health.bp, users.bp, files.bp, serve.bp):
         app.register_blueprint(blueprint)
     init_docs(app)

@@ -77,6 +77,9 @@ _UPLOAD_ERRORS = {
 
 
 def upload_error(exc: staging.UploadError):
+    from api.observability import UPLOADS_REFUSED
+
+    UPLOADS_REFUSED.labels(exc.code).inc()
     settings = current_app.extensions["settings"]
     if isinstance(exc, staging.FileTooLarge):
         return error_response(

@@ -12,6 +12,7 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from sqlalchemy import select
 
 from api.errors import ApiError
+from api.observability import UPLOAD_BYTES, UPLOADS_ACCEPTED
 from api.schemas import (
     DeleteReply,
     DownloadReply,
@@ -97,6 +98,8 @@ def upload():
         now=datetime.now(UTC),
     )
     file = _pipeline().accept(staged)
+    UPLOADS_ACCEPTED.inc()
+    UPLOAD_BYTES.inc(file.size)
     headers = {"Location": url_for("files.info", name=file.name, _external=True)}
     if wait is not None:
         file = _wait_for_final_state(file, wait)

@@ -19,7 +19,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from common.settings import Settings
 
 REDIS_TIMEOUTS = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25}
-EXEMPT_BLUEPRINTS = ("health", "docs", "swagger_ui")
+EXEMPT_BLUEPRINTS = ("health", "docs", "swagger_ui", "metrics")
 
 
 def init_limits(app: Flask, settings: Settings) -> Limiter:

@@ -124,6 +124,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "RETRY_BACKOFF_MAX": str(settings.retry_backoff_max),
         "VISIBILITY_TIMEOUT": str(settings.visibility_timeout),
         "MAX_IMAGE_PIXELS": str(settings.max_image_pixels),
+        "LOG_FORMAT": settings.log_format,
+        "OUTBOX_STALE_AFTER": str(settings.outbox_stale_after),
+        "RECONCILE_INTERVAL": str(settings.reconcile_interval),
     }
     if settings.s3_bucket:
         env["S3_BUCKET"] = settings.s3_bucket
@@ -271,23 +274,34 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def gunicorn_api(clean_stack: Stack, tmp_path) -> Iterator[str]:
+@dataclass
+class Server:
+    process: subprocess.Popen
+    url: str
+    log: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(15)
+
+
+def start_gunicorn(settings: Settings, log: Path, **env: str) -> Server:
     """The API as production runs it: gunicorn with the repository's gunicorn.conf.py."""
     import requests
 
     port = free_port()
     env = (
         os.environ
-        | settings_env(clean_stack.settings)
+        | settings_env(settings)
         | {
             "GUNICORN_BIND": f"127.0.0.1:{port}",
             "GUNICORN_WORKERS": "1",
             "GUNICORN_THREADS": "4",
-            "RATELIMIT_ENABLED": "false",
+            "RATELIMIT_ENABLED": str(settings.ratelimit_enabled).lower(),
         }
+        | env
     )
-    log = tmp_path / "gunicorn.log"
     with open(log, "wb") as handle:
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "api:create_app()"],
@@ -296,14 +310,18 @@ def gunicorn_api(clean_stack: Stack, tmp_path) -> Iterator[str]:
             stdout=handle,
             stderr=subprocess.STDOUT,
         )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        if not eventually(lambda: _answers(requests, url), timeout=30):
-            raise RuntimeError(f"gunicorn did not start:\n{log.read_text()}")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(15)
+    server = Server(process, f"http://127.0.0.1:{port}", log)
+    if not eventually(lambda: _answers(requests, server.url), timeout=30):
+        server.stop()
+        raise RuntimeError(f"gunicorn did not start:\n{log.read_text()}")
+    return server
+
+
+@pytest.fixture
+def gunicorn_api(clean_stack: Stack, tmp_path) -> Iterator[str]:
+    server = start_gunicorn(clean_stack.settings, tmp_path / "gunicorn.log")
+    yield server.url
+    server.stop()
 
 
 def _answers(requests, url: str) -> bool:

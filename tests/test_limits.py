@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
 import subprocess
-import sys
 import time
 from dataclasses import replace
 
@@ -14,7 +12,7 @@ import redis
 import requests
 
 from api import create_app
-from tests.conftest import ROOT, close_app, eventually, free_port, settings_env
+from tests.conftest import close_app, eventually, free_port, start_gunicorn
 
 
 @pytest.fixture
@@ -105,49 +103,17 @@ def test_forwarded_for_is_ignored_unless_trusted(make_client):
     assert trusted.get("/users", headers={"X-Forwarded-For": "127.0.3.2"}).status_code == 200
 
 
-def _gunicorn(settings, tmp_path, name):
-    port = free_port()
-    env = (
-        os.environ
-        | settings_env(settings)
-        | {
-            "GUNICORN_BIND": f"127.0.0.1:{port}",
-            "GUNICORN_WORKERS": "1",
-            "RATELIMIT_ENABLED": "true",
-        }
-    )
-    with open(tmp_path / f"{name}.log", "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "api:create_app()"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    return process, f"http://127.0.0.1:{port}"
-
-
 def test_two_api_processes_share_one_budget(limited, tmp_path):
-    servers = [_gunicorn(limited, tmp_path, name) for name in ("a", "b")]
+    servers = [start_gunicorn(limited, tmp_path / f"{name}.log") for name in ("a", "b")]
     try:
-        for _, url in servers:
-            assert eventually(lambda url=url: _up(url), timeout=30)
-        (_, first), (_, second) = servers
+        first, second = (server.url for server in servers)
         statuses = [requests.get(f"{first}/users", timeout=5).status_code for _ in range(12)]
         statuses += [requests.get(f"{second}/users", timeout=5).status_code for _ in range(12)]
         assert statuses.count(200) == 20
         assert statuses[-4:] == [429] * 4
     finally:
-        for process, _ in servers:
-            process.terminate()
-            process.wait(15)
-
-
-def _up(url):
-    try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
+        for server in servers:
+            server.stop()
 
 
 def test_requests_are_answered_when_redis_stops(limited, tmp_path):

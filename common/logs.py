@@ -1,0 +1,85 @@
+"""Logging for every process: one JSON object a line (LOG_FORMAT=json) or plain text.
+
+Each line carries the id of what it belongs to: ``request_id`` on API lines (also returned in
+``X-Request-ID``), ``task_id`` on worker lines. Both come from a context variable set at the
+start of a request or a task.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+
+from pythonjsonlogger.json import JsonFormatter
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+task_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("task_id", default=None)
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(context_id)s] %(message)s"
+JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+class ContextFilter(logging.Filter):
+    """Puts the current request or task id on every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        rid, tid = request_id.get(), task_id.get()
+        if rid and not hasattr(record, "request_id"):
+            record.request_id = rid
+        if tid and not hasattr(record, "task_id"):
+            record.task_id = tid
+        record.context_id = rid or tid or "-"
+        return True
+
+
+def make_formatter(log_format: str) -> logging.Formatter:
+    """The formatter of every log line: JSON objects, or text with the request/task id."""
+    if log_format == "json":
+        return JsonFormatter(
+            JSON_FIELDS,
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            json_ensure_ascii=False,
+            reserved_attrs=[*_RESERVED, "context_id"],
+        )
+    return logging.Formatter(TEXT_FORMAT)
+
+
+def dict_config(log_format: str, level: str = "INFO") -> dict:
+    """The same set-up as ``configure_logging`` for ``logging.config.dictConfig`` (gunicorn)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"context": {"()": ContextFilter}},
+        "formatters": {"app": {"()": make_formatter, "log_format": log_format}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "filters": ["context"],
+                "formatter": "app",
+            }
+        },
+        "root": {"level": level, "handlers": ["stderr"]},
+        "loggers": {
+            "gunicorn.error": {"level": level, "handlers": [], "propagate": True},
+            "gunicorn.access": {"level": level, "handlers": [], "propagate": True},
+        },
+    }
+
+
+def configure_logging(log_format: str, level: int = logging.INFO) -> None:
+    """Replace the root logger's handlers with one on stderr in the chosen format."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ContextFilter())
+    handler.setFormatter(make_formatter(log_format))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+_RESERVED = [
+    "args", "created", "exc_info", "exc_text", "filename", "funcName", "levelno", "lineno",
+    "module", "msecs", "msg", "pathname", "process", "processName", "relativeCreated",
+    "stack_info", "thread", "threadName", "taskName",
+]  # fmt: skip
