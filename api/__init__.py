@@ -15,6 +15,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings = _settings_or_exit()
 
     from api import errors, files, health, serve, users
+    from api.cli import init_cli
     from api.docs import init_docs
     from api.limits import init_limits
     from api.observability import init_observability
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     for blueprint in (health.bp, users.bp, files.bp, serve.bp):
         app.register_blueprint(blueprint)
     init_docs(app)
+    init_cli(app)
     app.extensions["limiter"] = init_limits(app, settings)
     return app
 
