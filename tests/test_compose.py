@@ -1,0 +1,76 @@
+"""docker-compose.yml: valid for Compose; every service runs one of the product's entry points."""
+
+import shlex
+import subprocess
+
+import yaml
+
+from tests.conftest import ROOT
+
+ENTRY_POINTS = {
+    "api": "gunicorn api:create_app()",
+    "worker-uploads": "celery -A worker worker -Q uploads",
+    "worker-metadata": "celery -A worker worker -Q metadata",
+    "beat": "celery -A worker beat",
+    "flower": "celery -A worker flower",
+    "migrate": "alembic upgrade head",
+    "create-bucket": "flask --app api create-bucket",
+}
+
+
+def compose() -> dict:
+    result = subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def test_compose_file_is_valid_and_has_every_part():
+    services = compose()["services"]
+    assert set(services) == {"redis", "postgres", "minio", *ENTRY_POINTS}
+
+
+def test_app_services_run_spec_entry_points():
+    services = compose()["services"]
+    for name, entry in ENTRY_POINTS.items():
+        command = services[name]["command"]
+        words = command if isinstance(command, list) else shlex.split(command)
+        assert " ".join(words).startswith(entry), (name, words)
+
+
+def test_ordering_health_and_shared_staging():
+    services = compose()["services"]
+    for name in ("redis", "postgres", "minio", "api"):
+        assert "healthcheck" in services[name], name
+    api_deps = services["api"]["depends_on"]
+    assert api_deps["migrate"]["condition"] == "service_completed_successfully"
+    assert api_deps["redis"]["condition"] == "service_healthy"
+    assert api_deps["create-bucket"]["condition"] == "service_completed_successfully"
+
+    def staging(name):
+        mounts = set()
+        for volume in services[name]["volumes"]:
+            if isinstance(volume, str):  # short syntax: source:target[:mode]
+                source, target = volume.split(":")[:2]
+            else:
+                source, target = volume["source"], volume["target"]
+            if target == "/staging":
+                mounts.add(source)
+        return mounts
+
+    assert staging("api") == staging("worker-uploads") == {"staging"}
+    env = services["api"]["environment"]
+    assert env["S3_PUBLIC_ENDPOINT_URL"] == "http://localhost:9000"
+    assert env["STAGING_DIR"] == "/staging"
+    assert "FLOWER_BASIC_AUTH" in services["flower"]["environment"]
+
+
+def test_scalable_services_have_no_fixed_names_or_host_ports():
+    services = compose()["services"]
+    for name in ("worker-uploads", "worker-metadata"):
+        assert "container_name" not in services[name]
+        assert "ports" not in services[name]
