@@ -27,6 +27,10 @@ def celery_app(settings: Settings, name: str = "pipeline") -> Celery:
             # Longer than the longest task with all its retries' countdowns, so that a message
             # is redelivered only when its worker is really gone.
             "visibility_timeout": settings.visibility_timeout,
+            # Look for overdue unacknowledged messages (a killed worker's) every few seconds:
+            # one cheap ZRANGE, so a redelivery waits little longer than the timeout itself.
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 5)),
+            "unacked_restore_throttle": 1,
             "socket_timeout": 5,
             "socket_connect_timeout": 1,
             "retry_on_timeout": False,

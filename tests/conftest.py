@@ -157,6 +157,7 @@ def start_worker(settings: Settings, log: Path, queues: str = "uploads,metadata"
         if process.poll() is not None:
             break
         time.sleep(0.1)
+    Worker(process, log).stop()
     raise RuntimeError(f"worker did not start:\n{log.read_text()}")
 
 

@@ -1,0 +1,216 @@
+"""SPEC §7's faults, injected for real: processes killed, servers stopped, lines cut."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import psutil
+import psycopg
+
+from common.models import File, FileStatus
+from common.queue import INGEST, task_id
+from tests import multipart
+from tests.conftest import PG_URL, eventually, free_port, migrate, wait_for_status
+from tests.tcpproxy import TcpProxy
+
+MIB = 1024 * 1024
+
+
+def upload(client, data: bytes, name: str = "a.txt"):
+    """POST a file as a prebuilt body (the test client's own encoder leaks a temp file)."""
+    body = multipart.file_body(name, data)
+    return client.post("/files/upload", data=body, content_type=multipart.CONTENT_TYPE)
+
+
+def kill_tree(pid: int) -> None:
+    parent = psutil.Process(pid)
+    for process in [*parent.children(recursive=True), parent]:
+        process.send_signal(signal.SIGKILL)
+    psutil.wait_procs([parent], timeout=10)
+
+
+def objects(env) -> list[str]:
+    reply = env.direct_store()._client.list_objects_v2(Bucket=env.settings.s3_bucket)
+    return [item["Key"] for item in reply.get("Contents", [])]
+
+
+def staged(env, name: str) -> Path:
+    return Path(env.settings.staging_dir, name)
+
+
+def test_worker_killed_mid_push_redelivers_and_stores_once(fault_env):
+    env = fault_env
+    env.proxy.bandwidth = 512 * 1024  # a 2 MiB push takes about 4 s
+    first = env.worker("first", queues="uploads")
+    client = env.app().test_client()
+    data = b"%PDF-1.4\n" + os.urandom(2 * MIB)
+    name = upload(client, data, "big.pdf").get_json()["filename"]
+    wait_for_status(env.db, name, {"processing"})
+    time.sleep(1.5)  # well inside the push
+    kill_tree(first.process.pid)
+    assert objects(env) == []
+    env.proxy.bandwidth = None
+    env.worker("second")
+    file = wait_for_status(env.db, name, {"stored"}, timeout=60)
+    assert file.attempts >= 2  # the killed delivery and the redelivery
+    assert objects(env) == [name]
+    assert env.direct_store().head(name).size == len(data)
+    assert not staged(env, name).exists()
+
+
+def test_redis_down_uploads_still_accepted_then_stored(fault_env):
+    env = fault_env
+    env.worker()
+    env.beat()
+    client = env.app().test_client()
+    env.redis.stop()
+    names = []
+    for i in range(5):
+        started = time.monotonic()
+        reply = upload(client, f"while redis is down {i}".encode())
+        assert time.monotonic() - started < 3
+        assert reply.status_code == 201 and reply.get_json()["status"] == "pending"
+        names.append(reply.get_json()["filename"])
+    env.redis.start()  # empty: the queue lost nothing only because the outbox kept it
+    for name in names:
+        wait_for_status(env.db, name, {"stored"}, timeout=90)
+    assert sorted(objects(env)) == sorted(names)
+
+
+def test_store_down_accepts_reports_unhealthy_and_stores_after_restart(fault_env):
+    env = fault_env
+    env.settings = replace(env.settings, ingest_max_retries=30)
+    env.worker()
+    client = env.app().test_client()
+    env.s3.stop()
+    started = time.monotonic()
+    health = client.get("/health/storage")
+    assert health.status_code == 503 and health.get_json()["status"] == "unhealthy"
+    assert time.monotonic() - started < 3
+    names = [upload(client, f"store down {i}".encode()).get_json()["filename"] for i in range(3)]
+    time.sleep(3)
+    with env.db.session() as session:
+        states = {f.status for f in session.query(File).filter(File.name.in_(names))}
+    assert states <= {FileStatus.PENDING, FileStatus.PROCESSING}
+    env.s3.start()
+    for name in names:
+        wait_for_status(env.db, name, {"stored"}, timeout=60)
+    assert client.get("/health/storage").status_code == 200
+    assert sorted(objects(env)) == sorted(names)
+
+
+def test_store_down_past_last_retry_fails_then_requeue_stores(fault_env):
+    env = fault_env
+    env.settings = replace(env.settings, ingest_max_retries=2, retry_backoff_max=1)
+    env.worker()
+    app = env.app()
+    client = app.test_client()
+    env.s3.stop()
+    name = upload(client, b"unlucky").get_json()["filename"]
+    file = wait_for_status(env.db, name, {"failed"}, timeout=60)
+    assert "Хранилище недоступно" in file.error
+    info = client.get(f"/files/{name}/info").get_json()
+    assert info["status"] == "failed" and info["error"] == file.error
+    assert staged(env, name).exists()
+    env.s3.start()
+    result = app.test_cli_runner().invoke(args=["requeue-failed", "--all"])
+    assert result.exit_code == 0, result.output
+    wait_for_status(env.db, name, {"stored"}, timeout=60)
+    assert objects(env) == [name]
+
+
+def test_database_down_is_503_and_leaves_nothing(fault_env):
+    env = fault_env
+    name = f"faults_{uuid.uuid4().hex[:8]}"
+    admin = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    proxy = TcpProxy(5432)
+    try:
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/{name}"
+        migrate(url)
+        client = env.app(database_url=url).test_client()
+        assert client.get("/users").status_code == 200
+        proxy.down()
+        for call in (
+            lambda: client.post("/users", json={"username": "lost", "email": "lost@example.com"}),
+            lambda: upload(client, b"not accepted"),
+            lambda: client.get("/files"),
+        ):
+            started = time.monotonic()
+            reply = call()
+            assert reply.status_code == 503, reply.get_data(as_text=True)
+            assert reply.get_json()["code"] == "DATABASE_UNAVAILABLE"
+            assert time.monotonic() - started < 5
+        assert not any(Path(env.settings.staging_dir).glob("*"))
+        proxy.up()
+        assert eventually(lambda: client.get("/users").status_code == 200, timeout=10)
+        assert client.get("/users").get_json() == []
+        assert client.get("/files").get_json()["count"] == 0
+    finally:
+        proxy.close()
+        for app in env.apps:
+            app.extensions["pipeline"].db.dispose()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_same_task_twice_and_racing_workers_store_once(fault_env):
+    env = fault_env
+    env.worker("one")
+    env.worker("two")
+    app = env.app()
+    client = app.test_client()
+    name = upload(client, b"duplicate " * 50_000, "dup.txt").get_json()["filename"]
+    with env.db.session() as session:
+        file_id = session.query(File.id).filter_by(name=name).scalar()
+    celery = app.extensions["pipeline"].publisher.app
+    for attempt in (1, 2, 3):  # duplicate deliveries, picked by both workers at once
+        celery.send_task(INGEST, args=[file_id], task_id=task_id("ingest", file_id, attempt))
+    file = wait_for_status(env.db, name, {"stored"}, timeout=30)
+    logs = lambda: "".join(w.log.read_text() for w in env.processes)  # noqa: E731
+    assert eventually(lambda: logs().count("succeeded") >= 4, timeout=30)  # all 4 deliveries
+    again = wait_for_status(env.db, name, {"stored"})
+    assert (again.etag, again.stored_at) == (file.etag, file.stored_at)
+    assert objects(env) == [name]
+    assert env.direct_store().head(name).size == 500_000
+
+
+def test_delete_during_push_leaves_no_object(fault_env):
+    env = fault_env
+    env.proxy.bandwidth = 512 * 1024
+    worker = env.worker()
+    client = env.app().test_client()
+    name = upload(client, b"%PDF-1.4\n" + os.urandom(2 * MIB), "doomed.pdf").get_json()["filename"]
+    wait_for_status(env.db, name, {"processing"})
+    time.sleep(1)
+    reply = client.delete(f"/files/{name}")
+    assert reply.status_code == 200
+    assert client.get(f"/files/{name}/info").status_code == 404
+    with env.db.session() as session:
+        file_id = session.query(File.id).filter_by(name=name).scalar()
+    done = f"ingest-{file_id}-0] succeeded"
+    assert eventually(lambda: done in worker.log.read_text(), timeout=60)
+    assert objects(env) == []
+    assert not staged(env, name).exists()
+
+
+def test_api_killed_between_commit_and_publish_is_published_by_the_reconciler(fault_env):
+    env = fault_env
+    # An API whose publish never happens: the row and its outbox entry are committed, and the
+    # process is gone before the task reaches Redis (here: its broker address is dead).
+    dead_port = free_port()
+    client = env.app(redis_url=f"redis://127.0.0.1:{dead_port}/0").test_client()
+    reply = upload(client, b"orphaned by a crash")
+    assert reply.status_code == 201
+    name = reply.get_json()["filename"]
+    assert env.redis.process and objects(env) == []
+    env.worker()
+    env.beat()
+    wait_for_status(env.db, name, {"stored"}, timeout=60)
+    assert objects(env) == [name]
