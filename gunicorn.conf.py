@@ -5,9 +5,12 @@ Threads, not just processes: an upload holds its thread while it streams to disk
 """
 
 import functools
+import json
 import os
 import shutil
 import tempfile
+
+from gunicorn import util as gunicorn_util
 
 from common.logs import dict_config
 from common.settings import Settings
@@ -20,6 +23,7 @@ threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = 60
 graceful_timeout = 20
 keepalive = 5
+limit_request_line = 8190  # gunicorn's maximum; longer request lines get a JSON 414
 # gunicorn's own lines go through the app's handler: JSON objects when LOG_FORMAT=json.
 logconfig_dict = dict_config(Settings.from_env().log_format)
 # The app logs one line per request itself (with its request id); gunicorn's would repeat it.
@@ -63,3 +67,29 @@ def pre_request(worker, req):
 @functools.cache
 def _body_limit() -> int:
     return Settings.from_env().max_upload_bytes + FRAMING_ALLOWANCE
+
+
+_SERVER_ERRORS = {
+    400: ("BAD_REQUEST", "Неверный запрос"),
+    403: ("FORBIDDEN", "Доступ запрещен"),
+    414: ("URI_TOO_LONG", "Слишком длинный адрес запроса"),
+    417: ("EXPECTATION_FAILED", "Ожидание не может быть выполнено"),
+    431: ("HEADERS_TOO_LARGE", "Слишком большие заголовки запроса"),
+    501: ("NOT_IMPLEMENTED", "Не поддерживается"),
+}
+
+
+def _json_error(sock, status_int, reason, mesg):
+    """gunicorn's own answers (a malformed request it never hands to the app) in the API's JSON
+    error shape instead of its HTML page; gunicorn has no setting for this, so its writer is
+    replaced here."""
+    code, message = _SERVER_ERRORS.get(status_int, ("INTERNAL_ERROR", "Внутренняя ошибка сервера"))
+    body = json.dumps({"error": message, "code": code}, ensure_ascii=False).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+gunicorn_util.write_error = _json_error

@@ -33,6 +33,7 @@ bp = Blueprint("files", __name__)
 
 MAX_WAIT = 30
 POLL_INTERVAL = 0.05
+_NAME_PREFIX = re.compile(r"[0-9a-z_.]{0,64}")
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
 
 
@@ -150,12 +151,15 @@ def list_files():
     """Live files whose name starts with ``prefix``, in name (upload) order."""
     query_args: FileQuery = request.context.query
     prefix, limit = query_args.prefix, query_args.limit
-    query = select(File).where(File.status != FileStatus.DELETED)
-    if prefix:
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(File.name.like(escaped + "%", escape="\\"))
-    with _pipeline().db.session() as session:
-        files = session.scalars(query.order_by(File.name).limit(limit)).all()
+    files: list[File] = []
+    # Names are [0-9a-z_.] only: any other prefix matches nothing (and never reaches SQL).
+    if _NAME_PREFIX.fullmatch(prefix):
+        query = select(File).where(File.status != FileStatus.DELETED)
+        if prefix:
+            escaped = prefix.replace("_", "\\_")
+            query = query.where(File.name.like(escaped + "%", escape="\\"))
+        with _pipeline().db.session() as session:
+            files = session.scalars(query.order_by(File.name).limit(limit)).all()
     entries = [file_object(f) for f in files]
     return jsonify({"files": entries, "count": len(entries), "prefix": prefix})
 

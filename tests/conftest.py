@@ -62,12 +62,19 @@ def s3_endpoint() -> Iterator[str]:
 def redis_db() -> Iterator[int]:
     """A Redis database index of this test session's own, flushed before and after.
 
-    Sessions take an even index from 2 to 14 by process id; the odd one above is ``quiet_db``.
+    A session claims an even index from 2 to 14 (a key in database 0), so that two sessions on
+    one machine never share workers' queues; the odd index above it is the quiet database.
     """
-    index = 2 + (os.getpid() % 7) * 2
+    claims = redis.Redis.from_url(f"{REDIS_SERVER}/0")
+    for index in range(2, 15, 2):
+        if claims.set(f"pipeline-tests:db:{index}", os.getpid(), nx=True, ex=3600):
+            break
+    else:
+        raise RuntimeError("every Redis test database is claimed by another session")
     redis.Redis.from_url(f"{REDIS_SERVER}/{index}").flushdb()
     yield index
     redis.Redis.from_url(f"{REDIS_SERVER}/{index}").flushdb()
+    claims.delete(f"pipeline-tests:db:{index}")
 
 
 @pytest.fixture(scope="session")
@@ -330,3 +337,11 @@ def _answers(requests, url: str) -> bool:
         return requests.get(url, timeout=1).status_code == 200
     except requests.RequestException:
         return False
+
+
+@pytest.fixture(scope="session")
+def stack_api(stack: Stack, tmp_path_factory) -> Iterator[str]:
+    """One gunicorn per stack for the whole session (tests that need no clean tables)."""
+    server = start_gunicorn(stack.settings, tmp_path_factory.mktemp("api") / "gunicorn.log")
+    yield server.url
+    server.stop()
