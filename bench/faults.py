@@ -1,0 +1,188 @@
+"""``python -m bench.faults [-n N]``: each fault scenario with N uploads, one line of figures each.
+
+Every scenario starts its own Redis, S3 server (behind a TCP proxy), SQLite database, workers
+and beat on free ports, injects its fault for real, lets the pipeline recover, and counts:
+
+- accepted: uploads answered 201;
+- stored / rejected / failed / deleted: their final states;
+- lost: accepted uploads that reached none of those states (must be 0);
+- objects: objects in the bucket (must equal stored: no duplicates, no orphans).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import psutil
+from sqlalchemy import select
+
+from common.models import File
+from common.queue import INGEST, task_id
+from tests import multipart
+from tests.services import FaultEnv, make_fault_env
+
+FINAL = ("stored", "rejected", "failed", "deleted")
+MIB = 1024 * 1024
+
+
+def upload(client, data: bytes, name: str) -> str | None:
+    body = multipart.file_body(name, data)
+    reply = client.post("/files/upload", data=body, content_type=multipart.CONTENT_TYPE)
+    return reply.get_json()["filename"] if reply.status_code == 201 else None
+
+
+def payload(i: int, size: int = 2048) -> tuple[bytes, str]:
+    """Mostly genuine PDFs-by-signature, every fifth a spoofed one (must end rejected)."""
+    if i % 5 == 4:
+        return b"<html>spoofed</html>", f"spoof{i}.pdf"
+    return b"%PDF-1.4\n" + os.urandom(size), f"doc{i}.pdf"
+
+
+def states(env: FaultEnv, names: list[str]) -> dict[str, str]:
+    with env.db.session() as session:
+        rows = session.execute(select(File.name, File.status).where(File.name.in_(names)))
+        return {name: status.value for name, status in rows}
+
+
+def settle(env: FaultEnv, names: list[str], timeout: float = 120, wanted=FINAL) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = states(env, names)
+        if all(found.get(n) in wanted for n in names) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def objects(env: FaultEnv) -> int:
+    store = env.direct_store()
+    reply = store._client.list_objects_v2(Bucket=env.settings.s3_bucket)
+    return reply.get("KeyCount", 0)
+
+
+def kill_tree(pid: int) -> None:
+    parent = psutil.Process(pid)
+    for process in [*parent.children(recursive=True), parent]:
+        process.send_signal(signal.SIGKILL)
+    psutil.wait_procs([parent], timeout=10)
+
+
+# -- scenarios: each returns the accepted names (and may start what it needs) ---------------
+
+
+def worker_killed(env: FaultEnv, n: int) -> list[str]:
+    env.proxy.bandwidth = 2 * MIB
+    first = env.worker("first", queues="uploads")
+    client = env.app().test_client()
+    names = [upload(client, *payload(i, 256 * 1024)) for i in range(n)]
+    time.sleep(1.5)
+    kill_tree(first.process.pid)  # mid-push of some file, others still queued
+    env.proxy.bandwidth = None
+    env.worker("second")
+    return names
+
+
+def redis_down(env: FaultEnv, n: int) -> list[str]:
+    env.worker()
+    env.beat()
+    client = env.app().test_client()
+    env.redis.stop()
+    names = [upload(client, *payload(i)) for i in range(n)]
+    env.redis.start()  # empty: only the outbox remembers
+    return names
+
+
+def store_down(env: FaultEnv, n: int) -> list[str]:
+    env.settings = replace(env.settings, ingest_max_retries=30)
+    env.worker()
+    client = env.app().test_client()
+    env.s3.stop()
+    names = [upload(client, *payload(i)) for i in range(n)]
+    time.sleep(3)
+    env.s3.start()
+    return names
+
+
+def store_down_past_retries(env: FaultEnv, n: int) -> list[str]:
+    env.settings = replace(env.settings, ingest_max_retries=1, retry_backoff_max=1)
+    env.worker()
+    app = env.app()
+    client = app.test_client()
+    env.s3.stop()
+    names = [upload(client, *payload(i)) for i in range(n)]
+    settle(env, names, timeout=60, wanted=("failed", "rejected"))
+    env.s3.start()
+    app.test_cli_runner().invoke(args=["requeue-failed", "--all"])
+    return names
+
+
+def duplicate_deliveries(env: FaultEnv, n: int) -> list[str]:
+    env.worker("one")
+    env.worker("two")
+    app = env.app()
+    client = app.test_client()
+    names = [upload(client, *payload(i)) for i in range(n)]
+    celery = app.extensions["pipeline"].publisher.app
+    with env.db.session() as session:
+        ids = session.scalars(select(File.id).where(File.name.in_(names))).all()
+    for file_id in ids:
+        for attempt in (1, 2):
+            celery.send_task(INGEST, args=[file_id], task_id=task_id("ingest", file_id, attempt))
+    return names
+
+
+def lost_publish(env: FaultEnv, n: int) -> list[str]:
+    from tests.conftest import free_port
+
+    client = env.app(redis_url=f"redis://127.0.0.1:{free_port()}/0").test_client()
+    names = [upload(client, *payload(i)) for i in range(n)]
+    env.worker()
+    env.beat()
+    return names
+
+
+SCENARIOS: dict[str, Callable[[FaultEnv, int], list[str]]] = {
+    "worker SIGKILL mid-push": worker_killed,
+    "redis down during uploads": redis_down,
+    "store down, back before last retry": store_down,
+    "store down past last retry + requeue": store_down_past_retries,
+    "duplicate deliveries, 2 workers": duplicate_deliveries,
+    "API gone between commit and publish": lost_publish,
+}
+
+
+def run(name: str, scenario, n: int) -> str:
+    with tempfile.TemporaryDirectory(prefix="faults-") as tmp:
+        env = make_fault_env(Path(tmp))
+        try:
+            names = scenario(env, n)
+            accepted = [x for x in names if x]
+            final = settle(env, accepted)
+            counts = {state: sum(v == state for v in final.values()) for state in FINAL}
+            lost = len(accepted) - sum(counts.values())
+            stored_objects = objects(env)
+        finally:
+            env.close()
+    return (
+        f"{name:40} accepted={len(accepted):3} stored={counts['stored']:3} "
+        f"rejected={counts['rejected']:3} failed={counts['failed']:3} lost={lost} "
+        f"objects={stored_objects}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=20, help="uploads per scenario")
+    args = parser.parse_args()
+    for name, scenario in SCENARIOS.items():
+        print(run(name, scenario, args.n), flush=True)
+
+
+if __name__ == "__main__":
+    main()
