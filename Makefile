@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run migrate test lint format clean
+.PHONY: install run migrate test lint format clean chaos
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,3 +34,7 @@ format: install
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
+
+chaos: install
+	scripts/ensure-services
+	$(BIN)/python -m bench.faults -n $${N:-20}

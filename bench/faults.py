@@ -12,6 +12,7 @@ and beat on free ports, injects its fault for real, lets the pipeline recover, a
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import tempfile
@@ -116,7 +117,8 @@ def store_down_past_retries(env: FaultEnv, n: int) -> list[str]:
     client = app.test_client()
     env.s3.stop()
     names = [upload(client, *payload(i)) for i in range(n)]
-    settle(env, names, timeout=60, wanted=("failed", "rejected"))
+    before = settle(env, names, timeout=60, wanted=("failed", "rejected"))
+    env.note = f"failed before requeue={sum(v == 'failed' for v in before.values())}"
     env.s3.start()
     app.test_cli_runner().invoke(args=["requeue-failed", "--all"])
     return names
@@ -167,19 +169,23 @@ def run(name: str, scenario, n: int) -> str:
             counts = {state: sum(v == state for v in final.values()) for state in FINAL}
             lost = len(accepted) - sum(counts.values())
             stored_objects = objects(env)
+            note = getattr(env, "note", "")
         finally:
             env.close()
     return (
         f"{name:40} accepted={len(accepted):3} stored={counts['stored']:3} "
         f"rejected={counts['rejected']:3} failed={counts['failed']:3} lost={lost} "
-        f"objects={stored_objects}"
-    )
+        f"objects={stored_objects} {note}"
+    ).rstrip()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20, help="uploads per scenario")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    for noisy in ("werkzeug", "common", "api", "flask_limiter"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     for name, scenario in SCENARIOS.items():
         print(run(name, scenario, args.n), flush=True)
 
