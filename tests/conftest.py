@@ -142,7 +142,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def start_worker(settings: Settings, log: Path, queues: str = "uploads,metadata") -> Worker:
+def start_worker(
+    settings: Settings, log: Path, queues: str = "uploads,metadata", concurrency: int = 2
+) -> Worker:
     env = os.environ | settings_env(settings)
     argv = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", queues]
     argv += [
@@ -294,7 +296,9 @@ class Server:
             self.process.wait(15)
 
 
-def start_gunicorn(settings: Settings, log: Path, **env: str) -> Server:
+def start_gunicorn(
+    settings: Settings, log: Path, app: str = "api:create_app()", **env: str
+) -> Server:
     """The API as production runs it: gunicorn with the repository's gunicorn.conf.py."""
     import requests
 
@@ -312,7 +316,7 @@ def start_gunicorn(settings: Settings, log: Path, **env: str) -> Server:
     )
     with open(log, "wb") as handle:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "api:create_app()"],
+            [sys.executable, "-m", "gunicorn", app],
             cwd=ROOT,
             env=env,
             stdout=handle,
@@ -334,7 +338,7 @@ def gunicorn_api(clean_stack: Stack, tmp_path) -> Iterator[str]:
 
 def _answers(requests, url: str) -> bool:
     try:
-        return requests.get(url, timeout=1).status_code == 200
+        return requests.get(url, timeout=1).status_code < 500
     except requests.RequestException:
         return False
 

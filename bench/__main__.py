@@ -1,0 +1,477 @@
+"""``python -m bench [--quick]``: the speed targets, each measured beside its baseline.
+
+Starts everything on free ports (Redis, moto's S3 server in its own process, a PostgreSQL
+database of its own, the API under gunicorn with gunicorn.conf.py, Celery workers), runs each
+scenario against the product and its baseline alternately, and prints one line per target:
+product figure, baseline figure, ratio, target, PASS/FAIL. Rate limits are relaxed through the
+settings. Figures are medians over the rounds. ``--quick`` runs small numbers once, to prove the
+bench works (CI); its figures are not meaningful.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import aiohttp
+import boto3
+import psutil
+import psycopg
+import redis
+from botocore.config import Config
+
+from common.settings import Settings
+from common.storage.s3 import S3Storage
+from tests import multipart
+from tests.conftest import (
+    PG_URL,
+    eventually,
+    free_port,
+    migrate,
+    start_gunicorn,
+    start_worker,
+)
+from tests.services import RedisServer
+from tests.tcpproxy import TcpProxy
+
+KIB, MIB = 1024, 1024 * 1024
+RELAXED = {"RATELIMIT_DEFAULT": "1000000/second", "RATELIMIT_UPLOAD": "1000000/second"}
+PROD = {"GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "8"}
+
+
+@dataclass
+class Target:
+    id: str
+    scenario: str
+    product: float
+    baseline: float | None
+    unit: str
+    ratio: float | None
+    target: str
+    passed: bool
+
+    def line(self) -> str:
+        base = f"{self.baseline:9.1f}" if self.baseline is not None else "        -"
+        ratio = f"{self.ratio:6.2f}" if self.ratio is not None else "     -"
+        verdict = "PASS" if self.passed else "FAIL"
+        return (
+            f"{self.id:3} {self.scenario:46} product={self.product:9.1f} baseline={base} "
+            f"{self.unit:6} ratio={ratio}  target {self.target:14} {verdict}"
+        )
+
+
+class MotoServer:
+    """moto's S3 server in a process of its own, so it does not share the bench's GIL."""
+
+    def __init__(self, log: Path) -> None:
+        self.port = free_port()
+        with open(log, "wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        assert eventually(self._answers, timeout=30)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _answers(self) -> bool:
+        try:
+            import requests
+
+            return requests.get(self.url, timeout=1).status_code < 500
+        except Exception:
+            return False
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+class Bench:
+    def __init__(self, tmp: Path, quick: bool) -> None:
+        self.tmp = tmp
+        self.quick = quick
+        self.redis = RedisServer()
+        self.moto = MotoServer(tmp / "moto.log")
+        self.db_name = f"bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(_admin_url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.db_name}"')
+        self.database_url = PG_URL.rsplit("/", 1)[0] + "/" + self.db_name
+        migrate(self.database_url)
+        self.settings = Settings.from_env(
+            {},
+            database_url=self.database_url,
+            redis_url=self.redis.url,
+            storage_backend="s3",
+            s3_bucket="bench",
+            s3_endpoint_url=self.moto.url,
+            staging_dir=str(tmp / "staging"),
+            storage_dir=str(tmp / "storage"),
+            secret_key="bench",
+        )
+        S3Storage.from_settings(self.settings).ensure_bucket()
+        os.environ.update(RELAXED)
+
+    def close(self) -> None:
+        self.moto.stop()
+        self.redis.stop()
+        with psycopg.connect(_admin_url(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        with psycopg.connect(self.database_url.replace("+psycopg", ""), autocommit=True) as conn:
+            conn.execute("TRUNCATE outbox, files, users RESTART IDENTITY CASCADE")
+        redis.Redis.from_url(self.redis.url).flushdb()
+
+    def api(self, name: str, settings: Settings | None = None, app: str = "api:create_app()"):
+        return start_gunicorn(
+            settings or self.settings, self.tmp / f"{name}.log", app, **PROD, **RELAXED
+        )
+
+    def worker(self, name: str, queues: str, concurrency: int, settings=None):
+        return start_worker(
+            settings or self.settings,
+            self.tmp / f"{name}.log",
+            queues=queues,
+            concurrency=concurrency,
+        )
+
+    def stored_count(self) -> int:
+        with psycopg.connect(self.database_url.replace("+psycopg", "")) as conn:
+            return conn.execute("SELECT count(*) FROM files WHERE status = 'stored'").fetchone()[0]
+
+    def rounds(self) -> int:
+        return 1 if self.quick else 3
+
+
+def _admin_url() -> str:
+    return PG_URL.replace("postgresql+psycopg://", "postgresql://")
+
+
+async def _post_many(url: str, body: bytes, total: int, concurrency: int, headers=None):
+    """POST ``body`` ``total`` times from ``concurrency`` clients; latencies and wall time."""
+    latencies: list[float] = []
+    queue = asyncio.Queue()
+    for _ in range(total):
+        queue.put_nowait(None)
+    headers = {"Content-Type": multipart.CONTENT_TYPE, **(headers or {})}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def client():
+            while not queue.empty():
+                queue.get_nowait()
+                started = time.perf_counter()
+                async with session.post(url, data=body, headers=headers) as reply:
+                    await reply.read()
+                    if reply.status >= 300:
+                        raise RuntimeError(f"{url}: {reply.status} {await reply.text()}")
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        return latencies, time.perf_counter() - started
+
+
+def post_many(url, body, total, concurrency, headers=None):
+    return asyncio.run(_post_many(url, body, total, concurrency, headers))
+
+
+def p99(values: list[float]) -> float:
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[98]
+        if len(values) > 1
+        else values[0]
+    )
+
+
+# -- scenarios ----------------------------------------------------------------------------------
+
+
+def p1_acceptance(bench: Bench) -> Target:
+    body = multipart.file_body("one-mib.pdf", b"%PDF-1.4\n" + os.urandom(MIB - 9))
+    total = 24 if bench.quick else 240
+    product_api, baseline_api = (
+        bench.api("p1-api"),
+        bench.api("p1-base", app="bench.baselines:discard_app"),
+    )
+    product, baseline = [], []
+    try:
+        for _ in range(bench.rounds()):
+            bench.reset()
+            _, elapsed = post_many(f"{product_api.url}/files/upload", body, total, 8)
+            product.append(total / elapsed)
+            _, elapsed = post_many(f"{baseline_api.url}/files/upload", body, total, 8)
+            baseline.append(total / elapsed)
+    finally:
+        product_api.stop()
+        baseline_api.stop()
+    p, b = statistics.median(product), statistics.median(baseline)
+    return Target(
+        "P1", "upload acceptance, 1 MiB, 8 clients", p, b, "req/s", p / b, ">= 0.7", p / b >= 0.7
+    )
+
+
+def p2_latency_slow_store(bench: Bench) -> Target:
+    proxy = TcpProxy(bench.moto.port, delay=0.1)
+    slow = replace(bench.settings, s3_endpoint_url=proxy.url)
+    body = multipart.file_body("report.pdf", b"%PDF-1.4\n" + os.urandom(100 * KIB))
+    total = 16 if bench.quick else 200
+    product_api = bench.api("p2-api", slow)
+    worker = bench.worker("p2-worker", "uploads,metadata", 4, slow)
+    baseline_api = bench.api("p2-base", slow, app="bench.baselines:sync_app")
+    product, baseline = [], []
+    try:
+        for _ in range(bench.rounds()):
+            latencies, _ = post_many(f"{product_api.url}/files/upload", body, total, 8)
+            product.append(p99(latencies) * 1000)
+            latencies, _ = post_many(f"{baseline_api.url}/files/upload", body, total, 8)
+            baseline.append(p99(latencies) * 1000)
+    finally:
+        product_api.stop()
+        baseline_api.stop()
+        worker.stop()
+        proxy.close()
+    p, b = statistics.median(product), statistics.median(baseline)
+    return Target(
+        "P2", "upload p99, store +100 ms per request", p, b, "ms", p / b, "<= 0.3", p / b <= 0.3
+    )
+
+
+def p3_push_throughput(bench: Bench) -> Target:
+    count = 16 if bench.quick else 96
+    data = b"%PDF-1.4\n" + os.urandom(MIB - 9)
+    body = multipart.file_body("push.pdf", data)
+    product, baseline = [], []
+    client = boto3.client(
+        "s3",
+        endpoint_url=bench.moto.url,
+        region_name="us-east-1",
+        config=Config(
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            max_pool_connections=16,
+        ),
+    )
+    for _ in range(bench.rounds()):
+        bench.reset()
+        api = bench.api("p3-api")
+        post_many(f"{api.url}/files/upload", body, count, 8)  # queued; no worker yet
+        api.stop()
+        worker = bench.worker("p3-worker", "uploads", 8)
+        started = time.perf_counter()
+        try:
+            assert eventually(lambda: bench.stored_count() >= count, timeout=300)
+            product.append(count / (time.perf_counter() - started))
+        finally:
+            worker.stop()
+
+        def put(i):
+            client.put_object(Bucket="bench", Key=f"baseline/{uuid.uuid4().hex}", Body=data)
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(put, range(count)))
+        baseline.append(count / (time.perf_counter() - started))
+    p, b = statistics.median(product), statistics.median(baseline)
+    return Target(
+        "P3", "worker push, 1 MiB objects, 8 at once", p, b, "obj/s", p / b, ">= 0.8", p / b >= 0.8
+    )
+
+
+def p4_listing(bench: Bench) -> list[Target]:
+    api = bench.api("p4-api")
+    requests_per_size = 30 if bench.quick else 300
+    sizes = (1_000, 10_000) if bench.quick else (1_000, 10_000, 100_000)
+    figures: dict[int, float] = {}
+    try:
+        bench.reset()
+        inserted = 0
+        for size in sizes:
+            _insert_stored_rows(bench, inserted, size - inserted)
+            inserted = size
+            latencies, _ = asyncio.run(_get_many(f"{api.url}/files?limit=100", requests_per_size))
+            figures[size] = p99(latencies) * 1000
+    finally:
+        api.stop()
+    base = figures[sizes[0]]
+    targets = []
+    for size, figure in figures.items():
+        ok = figure <= 20 and figure <= 1.5 * base
+        targets.append(
+            Target(
+                "P4",
+                f"GET /files?limit=100 p99, {size:,} files",
+                figure,
+                base,
+                "ms",
+                figure / base,
+                "<=20ms, <=1.5x",
+                ok,
+            )
+        )
+    return targets
+
+
+def _insert_stored_rows(bench: Bench, start: int, count: int) -> None:
+    with psycopg.connect(bench.database_url.replace("+psycopg", "")) as conn:
+        conn.execute(
+            """
+            INSERT INTO files (name, original_name, extension, size, content_type, status,
+                               sha256, md5, etag, metadata, attempts, uploaded_at, stored_at,
+                               updated_at)
+            SELECT '20250101_000000_' || lpad(to_hex(g), 16, '0') || '.pdf', 'doc.pdf', 'pdf',
+                   1024, 'application/pdf', 'stored', repeat('a', 64), repeat('b', 32),
+                   repeat('b', 32), '{}'::json, 1, now(), now(), now()
+            FROM generate_series(%s, %s) AS g
+            """,
+            (start, start + count - 1),
+        )
+
+
+async def _get_many(url: str, total: int):
+    latencies = []
+    async with aiohttp.ClientSession() as session:
+        started = time.perf_counter()
+        for _ in range(total):
+            t = time.perf_counter()
+            async with session.get(url) as reply:
+                await reply.read()
+                assert reply.status == 200
+            latencies.append(time.perf_counter() - t)
+    return latencies, time.perf_counter() - started
+
+
+def p5_memory(bench: Bench) -> Target:
+    api = bench.api("p5-api")
+    body = multipart.file_body("big.pdf", b"%PDF-1.4\n" + os.urandom(16 * MIB - 9))
+    workers = psutil.Process(api.process.pid).children()
+    idle = max(p.memory_info().rss for p in workers) / MIB
+    peak = idle
+    stop = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not stop.is_set():
+            for process in workers:
+                with contextlib.suppress(psutil.Error):
+                    peak = max(peak, process.memory_info().rss / MIB)
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        post_many(f"{api.url}/files/upload", body, 8 if bench.quick else 32, 8)
+    finally:
+        stop.set()
+        sampler.join()
+        api.stop()
+    return Target(
+        "P5",
+        "API peak RSS/process, 8 x 16 MiB uploads",
+        peak,
+        idle,
+        "MiB",
+        peak / idle,
+        "<= 100 MiB",
+        peak <= 100,
+    )
+
+
+def p6_end_to_end(bench: Bench) -> Target:
+    bench.reset()
+    api = bench.api("p6-api")
+    worker = bench.worker("p6-uploads", "uploads", 2)
+    meta = bench.worker("p6-metadata", "metadata", 1)
+    body = multipart.file_body("small.pdf", b"%PDF-1.4\n" + os.urandom(100 * KIB))
+    import requests
+
+    session = requests.Session()
+    times = []
+    try:
+        for _ in range(5 if bench.quick else 40):
+            started = time.perf_counter()
+            reply = session.post(
+                f"{api.url}/files/upload",
+                data=body,
+                headers={"Content-Type": multipart.CONTENT_TYPE},
+            )
+            info = reply.json()["status_url"]
+            while session.get(info).json()["status"] != "stored":
+                time.sleep(0.005)
+            times.append((time.perf_counter() - started) * 1000)
+            time.sleep(0.1)  # idle between uploads
+    finally:
+        api.stop()
+        worker.stop()
+        meta.stop()
+    p50 = statistics.median(times)
+    return Target(
+        "P6",
+        "upload -> stored p50, idle stack, 100 KiB",
+        p50,
+        None,
+        "ms",
+        None,
+        "<= 150 ms",
+        p50 <= 150,
+    )
+
+
+def machine() -> str:
+    memory = psutil.virtual_memory().total / 2**30
+    return f"{os.cpu_count()} cores, {memory:.0f} GiB, Python {sys.version.split()[0]}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small numbers, one round (CI)")
+    parser.add_argument("--only", help="comma-separated target ids, e.g. P1,P4")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    only = set(args.only.split(",")) if args.only else None
+    scenarios = [
+        ("P1", p1_acceptance),
+        ("P2", p2_latency_slow_store),
+        ("P3", p3_push_throughput),
+        ("P4", p4_listing),
+        ("P5", p5_memory),
+        ("P6", p6_end_to_end),
+    ]
+    print(f"# {machine()}{' (quick: figures not meaningful)' if args.quick else ''}", flush=True)
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        bench = Bench(Path(tmp), args.quick)
+        try:
+            for target_id, scenario in scenarios:
+                if only and target_id not in only:
+                    continue
+                result = scenario(bench)
+                for target in result if isinstance(result, list) else [result]:
+                    print(target.line(), flush=True)
+                    failed |= not target.passed
+        finally:
+            bench.close()
+    del failed  # a FAIL is a figure to act on, not an error of the bench itself
+
+
+if __name__ == "__main__":
+    main()
