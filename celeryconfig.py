@@ -22,9 +22,10 @@ task_routes = {
     "worker.tasks.extract_metadata": {"queue": "metadata"},
 }
 
-# Events for Flower.
+# Events for Flower. Workers send them; the API's publishes do not (a "task-sent" event would
+# double the Redis writes of every upload), so Flower shows a task from "received" on.
 worker_send_task_events = True
-task_send_sent_event = True
+task_send_sent_event = False
 
 # A worker must not sit on a dead broker for minutes before it notices.
 broker_connection_retry_on_startup = True

@@ -16,6 +16,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from common import staging
+from common.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,13 @@ def register_error_handlers(app: Flask) -> None:
             "DATABASE_UNAVAILABLE",
             "База данных временно недоступна",
             headers={"Retry-After": "5"},
+        )
+
+    @app.errorhandler(StorageUnavailable)
+    def _storage_down(exc: StorageUnavailable):
+        log.error("object store unavailable: %s", exc)
+        return error_response(
+            503, "STORAGE_UNAVAILABLE", "Object Storage недоступен", headers={"Retry-After": "5"}
         )
 
     @app.errorhandler(Exception)

@@ -65,7 +65,8 @@ def presigned_url(file: File) -> str | None:
         return None
     settings = current_app.extensions["settings"]
     url = _pipeline().storage.presign_get(file.name, settings.presigned_url_ttl)
-    return urljoin(request.host_url, url)  # the filesystem store signs host-relative paths
+    # The filesystem store signs host-relative paths, served by this API.
+    return urljoin(request.host_url, url) if url.startswith("/") else url
 
 
 def _load(name: str) -> File:

@@ -341,7 +341,7 @@ def _insert_stored_rows(bench: Bench, start: int, count: int) -> None:
             SELECT '20250101_000000_' || lpad(to_hex(g), 16, '0') || '.pdf', 'doc.pdf', 'pdf',
                    1024, 'application/pdf', 'stored', repeat('a', 64), repeat('b', 32),
                    repeat('b', 32), '{}'::json, 1, now(), now(), now()
-            FROM generate_series(%s, %s) AS g
+            FROM generate_series(%s::int, %s::int) AS g
             """,
             (start, start + count - 1),
         )

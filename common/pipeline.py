@@ -19,11 +19,10 @@ from sqlalchemy.orm import Session
 
 from common import outbox
 from common.db import Database
-from common.extract import extract_metadata
 from common.models import OPEN_STATES, File, FileStatus, OutboxKind, utcnow
+from common.naming import CANONICAL_TYPES
 from common.queue import DELETE_OBJECT, EXTRACT_METADATA, INGEST, Publisher
 from common.settings import Settings
-from common.sniff import CANONICAL_TYPES, check_content
 from common.staging import StagedUpload, remove_staged, staged_path
 from common.storage import PutRequest, Storage, StorageUnavailable, ascii_metadata
 
@@ -129,6 +128,8 @@ class Pipeline:
             return self._recover_missing_stage(file)
 
     def _verify_and_push(self, file: File) -> FileStatus:
+        from common.sniff import check_content  # libmagic and Pillow: loaded by workers only
+
         path = staged_path(self.settings.staging_dir, file.name)
         verdict = check_content(
             path, file.extension, max_image_pixels=self.settings.max_image_pixels
@@ -180,6 +181,8 @@ class Pipeline:
         if file is None or file.status != FileStatus.STORED:
             self._drop(file_id, OutboxKind.METADATA)
             return
+        from common.extract import extract_metadata  # Pillow and pypdf: workers only
+
         with tempfile.TemporaryDirectory(prefix="extract-") as tmp:
             local = Path(tmp) / file.name
             try:

@@ -16,17 +16,7 @@ from pathlib import Path
 import magic
 from PIL import Image
 
-#: The Content-Type a verified file of each extension is stored and served with.
-CANONICAL_TYPES = {
-    "txt": "text/plain",
-    "pdf": "application/pdf",
-    "png": "image/png",
-    "jpg": "image/jpeg",
-    "jpeg": "image/jpeg",
-    "gif": "image/gif",
-    "doc": "application/msword",
-    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-}
+from common.naming import CANONICAL_TYPES  # noqa: F401 - re-exported
 
 _MAGIC_TYPES = {
     "pdf": {"application/pdf"},

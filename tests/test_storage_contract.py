@@ -145,3 +145,35 @@ def test_filesystem_rejects_keys_that_are_not_generated_names(tmp_path):
 def test_content_disposition_has_ascii_fallback():
     value = content_disposition('a "quoted"; name.txt')
     assert value.startswith('attachment; filename="a _quoted__ name.txt"')
+
+
+def test_s3_presigned_url_is_the_one_boto3_signs():
+    import boto3
+    from botocore.config import Config
+
+    storage = S3Storage(
+        "bucket", endpoint_url="http://minio:9000", public_endpoint_url="http://localhost:9000"
+    )
+    client = boto3.client(
+        "s3",
+        endpoint_url="http://localhost:9000",
+        region_name="us-east-1",
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+    key = "20250906_123456_0123456789abcdef.pdf"
+    for _ in range(3):  # the two signatures must be made within the same second
+        ours = storage.presign_get(key, 300)
+        theirs = client.generate_presigned_url(
+            "get_object", Params={"Bucket": "bucket", "Key": key}, ExpiresIn=300
+        )
+        if ours == theirs:
+            break
+    assert ours == theirs
+    assert ours.startswith(f"http://localhost:9000/bucket/{key}?")
+
+
+def test_s3_presign_without_credentials_is_unavailable(monkeypatch):
+    storage = S3Storage("bucket", endpoint_url="http://127.0.0.1:9")
+    monkeypatch.setattr(storage._session, "get_credentials", lambda: None)
+    with pytest.raises(StorageUnavailable):
+        storage.presign_get("20250906_123456_0123456789abcdef.pdf", 60)

@@ -6,8 +6,11 @@ import base64
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import boto3
+from botocore.auth import S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -58,8 +61,13 @@ class S3Storage:
             )
 
         self._client = client(endpoint_url, connect=3, read=30, attempts=3)
+        self._session = session
+        self._region = region
+        public = public_endpoint_url or endpoint_url
+        self._public_base = (
+            f"{public}/{bucket}" if public else f"https://{bucket}.s3.{region}.amazonaws.com"
+        )
         self._probe = client(endpoint_url, connect=1, read=1.5, attempts=1)
-        self._signer = client(public_endpoint_url or endpoint_url, connect=3, read=30, attempts=1)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Storage:
@@ -107,9 +115,20 @@ class S3Storage:
             self._client.delete_object(Bucket=self.bucket, Key=key)
 
     def presign_get(self, key: str, ttl: int) -> str:
-        return self._signer.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=ttl
-        )
+        """A SigV4 query-signed GET URL for the host clients use (S3_PUBLIC_ENDPOINT_URL).
+
+        Signed with botocore's own presigner (``S3SigV4QueryAuth``, what
+        ``generate_presigned_url`` uses) but without the client's per-call endpoint resolution
+        and event hooks, which cost ~0.3 ms a URL: a listing of 100 files signs 100 of them.
+        """
+        credentials = self._session.get_credentials()
+        if credentials is None:
+            raise StorageUnavailable("S3 credentials are missing: cannot sign download URLs")
+        request = AWSRequest(method="GET", url=f"{self._public_base}/{quote(key, safe='/~')}")
+        S3SigV4QueryAuth(
+            credentials.get_frozen_credentials(), "s3", self._region, expires=ttl
+        ).add_auth(request)
+        return request.url
 
     def health(self) -> None:
         with _translated(None):
