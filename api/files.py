@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -60,11 +61,49 @@ def file_object(file: File) -> dict[str, Any]:
     return body
 
 
-def presigned_url(file: File) -> str | None:
+class UrlCache:
+    """Recently signed download URLs, reused for listings and file objects.
+
+    Signing is most of the cost of a listing (100 URLs a page), so a URL is reused for up to a
+    tenth of PRESIGNED_URL_TTL (at most 30 s): a URL in a listing is valid for at least 90% of
+    the TTL. ``/download`` always signs afresh, so its ``expires_in`` is exact.
+    """
+
+    def __init__(self, ttl: int, size: int = 20_000) -> None:
+        self.max_age = min(30.0, ttl / 10)
+        self.size = size
+        self._items: dict[str, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, sign) -> str:
+        now = time.monotonic()
+        hit = self._items.get(key)
+        if hit is not None and now - hit[0] < self.max_age:
+            return hit[1]
+        url = sign()
+        with self._lock:
+            if len(self._items) >= self.size:
+                self._items.clear()
+            self._items[key] = (now, url)
+        return url
+
+
+def presigned_url(file: File, *, fresh: bool = False) -> str | None:
     if file.status != FileStatus.STORED:
         return None
     settings = current_app.extensions["settings"]
-    url = _pipeline().storage.presign_get(file.name, settings.presigned_url_ttl)
+    storage = _pipeline().storage
+
+    def sign() -> str:
+        return storage.presign_get(file.name, settings.presigned_url_ttl)
+
+    if fresh:
+        url = sign()
+    else:
+        cache = current_app.extensions.setdefault(
+            "download_urls", UrlCache(settings.presigned_url_ttl)
+        )
+        url = cache.get(file.name, sign)
     # The filesystem store signs host-relative paths, served by this API.
     return urljoin(request.host_url, url) if url.startswith("/") else url
 
@@ -189,7 +228,7 @@ def download(name: str):
     settings = current_app.extensions["settings"]
     return jsonify(
         {
-            "download_url": presigned_url(file),
+            "download_url": presigned_url(file, fresh=True),
             "file_info": file_object(file),
             "expires_in": settings.presigned_url_ttl,
         }
