@@ -126,7 +126,7 @@ def _load(name: str) -> File:
     skip_validation=True,  # the body is streamed by stage_upload, never parsed as a form
 )
 def upload():
-    """Upload one file (multipart part ``file``); ``Prefer: wait=N`` waits for the result."""
+    """Upload one file (multipart part 'file'); 'Prefer: wait=N' waits for the result."""
     settings = current_app.extensions["settings"]
     wait = _prefer_wait(request.headers.get("Prefer", ""))
     staged = stage_upload(
@@ -188,7 +188,7 @@ def _wait_for_final_state(file: File, seconds: int) -> File:
 @bp.get("/files")
 @spec.validate(query=FileQuery, resp=replies({"HTTP_200": FileList}, 400), tags=["files"])
 def list_files():
-    """Live files whose name starts with ``prefix``, in name (upload) order."""
+    """Live files whose name starts with 'prefix', in name (upload) order."""
     query_args: FileQuery = request.context.query
     prefix, limit = query_args.prefix, query_args.limit
     files: list[File] = []
