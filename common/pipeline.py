@@ -21,7 +21,7 @@ from common import outbox
 from common.db import Database
 from common.models import OPEN_STATES, File, FileStatus, OutboxKind, utcnow
 from common.naming import CANONICAL_TYPES
-from common.queue import DELETE_OBJECT, EXTRACT_METADATA, INGEST, Publisher
+from common.queue import Publisher
 from common.settings import Settings
 from common.staging import StagedUpload, remove_staged, staged_path
 from common.storage import PutRequest, Storage, StorageUnavailable, ascii_metadata
@@ -296,6 +296,3 @@ def _digests(path: Path) -> tuple[str, str]:
 
 def _served_type(content_type: str) -> str:
     return "text/plain; charset=utf-8" if content_type == "text/plain" else content_type
-
-
-__all__ = ["DELETE_OBJECT", "EXTRACT_METADATA", "INGEST", "Pipeline", "iso_z", "seed_metadata"]
