@@ -7,6 +7,7 @@ an HTML page or a traceback.
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -130,6 +131,18 @@ def register_error_handlers(app: Flask) -> None:
             "База данных временно недоступна",
             headers={"Retry-After": "5"},
         )
+
+    @app.errorhandler(OSError)
+    def _disk_error(exc: OSError):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            log.error("staging disk full: %s", exc)
+            return error_response(
+                507,
+                "INSUFFICIENT_STORAGE",
+                "Недостаточно места для приема файла",
+                headers={"Retry-After": "60"},
+            )
+        return _unexpected(exc)
 
     @app.errorhandler(StorageUnavailable)
     def _storage_down(exc: StorageUnavailable):

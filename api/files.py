@@ -176,6 +176,7 @@ def _prefer_wait(header: str) -> int | None:
 def _wait_for_final_state(file: File, seconds: int) -> File:
     deadline = time.monotonic() + seconds
     db = _pipeline().db
+    current = file
     while time.monotonic() < deadline:
         with db.session() as session:
             current = session.get(File, file.id)

@@ -155,6 +155,9 @@ def stage_upload(
     except RequestEntityTooLarge as exc:  # a non-file field over its memory cap
         parser.discard()
         raise FileTooLarge("form field over the limit") from exc
+    except OSError:  # the staging disk, not the client: full, read-only, gone
+        parser.discard()
+        raise
     except Exception as exc:  # werkzeug reports malformed framing as ValueError & co.
         parser.discard()
         raise MalformedUpload(f"malformed multipart body: {exc}") from exc

@@ -139,6 +139,15 @@ def test_prefer_wait_returns_the_finished_file(client):
     assert reply.headers["Preference-Applied"] == "wait=10"
 
 
+@pytest.mark.parametrize(
+    "prefer", ["wait=0", "respond-async, wait=0", "wait=abc", "handling=lenient"]
+)
+def test_prefer_without_a_usable_wait_answers_at_once(client, prefer):
+    reply = upload(client, "now.txt", b"x", headers={"Prefer": prefer})
+    assert reply.status_code == 201
+    assert reply.get_json()["status"] in {"pending", "processing", "stored"}
+
+
 def test_prefer_wait_reports_rejection_as_422(client):
     reply = upload(client, "fake.jpg", samples.HTML, headers={"Prefer": "wait=10"})
     assert reply.status_code == 422
