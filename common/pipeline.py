@@ -7,10 +7,11 @@ only finishes the bookkeeping (and removes an object it pushed for a file delete
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -53,6 +54,11 @@ class Pipeline:
     db: Database
     storage: Storage
     publisher: Publisher
+    marks: outbox.PublishMarks = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.marks = outbox.PublishMarks(self.db)
+        atexit.register(self.marks.flush)
 
     # -- API side ---------------------------------------------------------------------------
 
@@ -84,8 +90,7 @@ class Pipeline:
         """Send the task for an outbox entry; mark it published if the broker took it."""
         if not self.publisher.send(outbox.TASK_FOR_KIND[kind], file_id):
             return False
-        with self.db.session() as session:
-            outbox.mark_published(session, file_id, kind)
+        self.marks.add(file_id, kind)
         return True
 
     def delete(self, name: str) -> bool:

@@ -67,6 +67,7 @@ def _republish(pipeline: Pipeline, report: ReconcileReport) -> None:
             report.failed += 1
     for file_id, kind in retry:
         report.published += pipeline.publish(file_id, kind)
+    pipeline.marks.flush()  # a background job can afford to record its publishes at once
 
 
 def _reap_staging(pipeline: Pipeline, report: ReconcileReport) -> None:

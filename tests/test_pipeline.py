@@ -82,6 +82,7 @@ def outbox_kinds(pipeline: Pipeline, file_id: int) -> list[str]:
 
 def test_accept_writes_row_and_outbox_and_publishes(pipeline, quiet_redis):
     file = accept(pipeline, b"hello")
+    pipeline.marks.flush()  # publishes are marked in batches, off the request path
     assert status_of(pipeline, file.id).status == FileStatus.PENDING
     with pipeline.db.session() as session:
         entry = session.scalars(select(OutboxEntry).where(OutboxEntry.file_id == file.id)).one()
