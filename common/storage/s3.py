@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -92,7 +94,17 @@ class S3Storage:
             )
         if reply["ETag"].strip('"') != request.md5_hex:
             raise StorageIntegrityError(f"{request.key}: store ETag {reply['ETag']} != md5")
-        return self.head(request.key)
+        # The store's own clock from the PUT's reply (its Date header is the object's
+        # Last-Modified to the second), which spares a HEAD per object.
+        date = reply.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        return ObjectInfo(
+            key=request.key,
+            size=request.path.stat().st_size,
+            etag=request.md5_hex,
+            last_modified=parsedate_to_datetime(date) if date else datetime.now(UTC),
+            content_type=request.content_type,
+            metadata=request.metadata,
+        )
 
     def head(self, key: str) -> ObjectInfo:
         with _translated(key):
