@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -61,6 +60,7 @@ class PublishMarks:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
+        self._closed = threading.Event()
 
     def add(self, file_id: int, kind: OutboxKind) -> None:
         with self._lock:
@@ -87,9 +87,16 @@ class PublishMarks:
         except Exception as exc:  # the reconciler republishes what stays unmarked
             log.warning("could not mark %d outbox entries published: %s", len(pending), exc)
 
+    def close(self) -> None:
+        """Stop the background thread (letting a flush under way finish), then mark the rest."""
+        self._closed.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+        self.flush()
+
     def _run(self) -> None:
-        while True:
-            time.sleep(self.interval)
+        while not self._closed.wait(self.interval):
             self.flush()
 
 

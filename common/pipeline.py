@@ -60,6 +60,12 @@ class Pipeline:
         self.marks = outbox.PublishMarks(self.db)
         atexit.register(self.marks.flush)
 
+    def close(self) -> None:
+        """Record pending publish marks, then release database and broker connections."""
+        self.marks.close()
+        self.db.dispose()
+        self.publisher.app.close()
+
     # -- API side ---------------------------------------------------------------------------
 
     def accept(self, staged: StagedUpload) -> File:

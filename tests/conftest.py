@@ -212,8 +212,9 @@ def clean_stack(stack: Stack) -> Stack:
     """The session's stack with empty tables."""
     with stack.db.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            # TRUNCATE waits for the worker's transactions instead of deadlocking with them (a
-            # row-by-row DELETE takes outbox before files; the worker takes files first).
+            # Lock in the order the pipeline does (files, then outbox), waiting for the worker's
+            # transactions instead of deadlocking with them, then empty the tables.
+            conn.execute(text("LOCK TABLE files, outbox, users IN ACCESS EXCLUSIVE MODE"))
             conn.execute(text("TRUNCATE outbox, files, users CASCADE"))
         else:
             for table in ("outbox", "files", "users"):
@@ -223,9 +224,7 @@ def clean_stack(stack: Stack) -> Stack:
 
 def close_app(app) -> None:
     """Release what an app holds: database connections, broker connections."""
-    pipeline = app.extensions["pipeline"]
-    pipeline.db.dispose()
-    pipeline.publisher.app.close()
+    app.extensions["pipeline"].close()
 
 
 @pytest.fixture

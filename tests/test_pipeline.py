@@ -49,6 +49,7 @@ def make_pipeline(stack, redis_url: str, **overrides) -> Pipeline:
 def pipeline(clean_stack, quiet_redis):
     pipeline = make_pipeline(clean_stack, quiet_url(quiet_redis))
     yield pipeline
+    pipeline.marks.close()
     pipeline.publisher.app.close()
 
 
@@ -187,12 +188,14 @@ def test_upload_survives_a_dead_broker_and_the_reconciler_publishes_it(clean_sta
         entry = session.scalars(select(OutboxEntry).where(OutboxEntry.file_id == file.id)).one()
         assert entry.published_at is None
         entry.created_at = datetime.now(UTC) - timedelta(seconds=30)  # past the grace period
+    dead.marks.close()
     dead.publisher.app.close()
     alive = make_pipeline(clean_stack, quiet_url(quiet_redis))
     report = reconcile(alive)
     assert report.published == 1
     assert quiet_redis.llen("uploads") == 1
     assert alive.ingest(file.id) == FileStatus.STORED
+    alive.marks.close()
     alive.publisher.app.close()
 
 
@@ -223,6 +226,7 @@ def test_stale_entries_are_republished_then_given_up(clean_stack, quiet_redis):
     assert pipeline.requeue_failed(file.id)
     assert status_of(pipeline, file.id).status == FileStatus.PENDING
     assert pipeline.ingest(file.id) == FileStatus.STORED
+    pipeline.marks.close()
     pipeline.publisher.app.close()
 
 
@@ -272,4 +276,5 @@ def test_failed_commit_leaves_no_staged_file(clean_stack, quiet_redis):
     assert not clone.path.exists()
     with pipeline.db.session() as session:
         assert session.scalar(select(func.count()).select_from(File)) == 1
+    pipeline.marks.close()
     pipeline.publisher.app.close()

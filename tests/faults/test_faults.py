@@ -155,7 +155,7 @@ def test_database_down_is_503_and_leaves_nothing(fault_env):
     finally:
         proxy.close()
         for app in env.apps:
-            app.extensions["pipeline"].db.dispose()
+            app.extensions["pipeline"].close()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
