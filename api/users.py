@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import functools
-import json
 
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import BadRequest
 
 from api.errors import ApiError
 from api.schemas import UserIn, UserList, UserOut, replies, spec
@@ -64,18 +64,15 @@ def create_user():
 
 
 def _json_object() -> dict:
+    """The body as a JSON object, parsed once: Flask caches it for the schema validation."""
     if not request.is_json:
         raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "Ожидается тело в формате application/json")
     request.max_content_length = MAX_BODY
-    raw = request.get_data(cache=True)  # kept for the schema validation that follows
     try:
-        data = json.loads(raw)
-    except UnicodeDecodeError:
-        raise ApiError(
-            400, "INVALID_JSON", "Некорректный JSON", details="тело не в UTF-8"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise ApiError(400, "INVALID_JSON", "Некорректный JSON", details=str(exc)) from None
+        data = request.get_json()
+    except BadRequest as exc:  # not JSON, or not UTF-8
+        cause = exc.__cause__ or exc.__context__
+        raise ApiError(400, "INVALID_JSON", "Некорректный JSON", details=str(cause)) from None
     except RecursionError:
         raise ApiError(
             400, "INVALID_JSON", "Некорректный JSON", details="too deeply nested"

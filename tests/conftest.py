@@ -304,7 +304,6 @@ def start_gunicorn(
     settings: Settings, log: Path, app: str = "api:create_app()", **env: str
 ) -> Server:
     """The API as production runs it: gunicorn with the repository's gunicorn.conf.py."""
-    import requests
 
     port = free_port()
     env = (
@@ -327,7 +326,7 @@ def start_gunicorn(
             stderr=subprocess.STDOUT,
         )
     server = Server(process, f"http://127.0.0.1:{port}", log)
-    if not eventually(lambda: _answers(requests, server.url), timeout=30):
+    if not eventually(lambda: _answers(server.url), timeout=30):
         server.stop()
         raise RuntimeError(f"gunicorn did not start:\n{log.read_text()}")
     return server
@@ -340,7 +339,9 @@ def gunicorn_api(clean_stack: Stack, tmp_path) -> Iterator[str]:
     server.stop()
 
 
-def _answers(requests, url: str) -> bool:
+def _answers(url: str) -> bool:
+    import requests
+
     try:
         return requests.get(url, timeout=1).status_code < 500
     except requests.RequestException:

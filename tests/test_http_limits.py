@@ -69,11 +69,15 @@ def _read_response(sock: socket.socket) -> tuple[int, dict]:
     return status, json.loads(body)
 
 
-def test_declared_gigabyte_is_refused_without_reading(gunicorn_api, clean_stack):
-    head = (
+def _upload_head(length_header: str) -> bytes:
+    return (
         "POST /files/upload HTTP/1.1\r\nHost: x\r\n"
-        f"Content-Type: {multipart.CONTENT_TYPE}\r\nContent-Length: {1024**3}\r\n\r\n"
+        f"Content-Type: {multipart.CONTENT_TYPE}\r\n{length_header}\r\n\r\n"
     ).encode()
+
+
+def test_declared_gigabyte_is_refused_without_reading(gunicorn_api, clean_stack):
+    head = _upload_head(f"Content-Length: {1024**3}")
     before = set(staged_files(clean_stack))
     sock = _raw_request(gunicorn_api, head)
     started = time.monotonic()
@@ -85,10 +89,7 @@ def test_declared_gigabyte_is_refused_without_reading(gunicorn_api, clean_stack)
 
 
 def test_streamed_gigabyte_is_cut_off_at_the_limit(gunicorn_api, clean_stack):
-    head = (
-        "POST /files/upload HTTP/1.1\r\nHost: x\r\n"
-        f"Content-Type: {multipart.CONTENT_TYPE}\r\nTransfer-Encoding: chunked\r\n\r\n"
-    ).encode()
+    head = _upload_head("Transfer-Encoding: chunked")
     before = set(staged_files(clean_stack))
     sock = _raw_request(gunicorn_api, head)
     preamble = multipart.part("file", b"", "huge.txt")[:-2]
