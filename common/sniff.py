@@ -46,6 +46,12 @@ class Verdict:
         return self.reason is None
 
 
+def preload() -> None:
+    """Load libmagic's database and Pillow's format plugins now rather than on first use."""
+    magic.from_buffer(b"%PDF-1.4\n", mime=True)
+    Image.init()
+
+
 def detect_type(path: Path) -> str:
     """The MIME type libmagic reads from the file's bytes."""
     return magic.from_file(str(path), mime=True)

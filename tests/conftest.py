@@ -149,7 +149,7 @@ def start_worker(
     argv = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", queues]
     argv += [
         "-c",
-        "2",
+        str(concurrency),
         "--without-gossip",
         "--without-mingle",
         "-l",

@@ -7,7 +7,7 @@ import logging
 import random
 
 from celery import Task
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 from sqlalchemy.exc import OperationalError
 
 from common.db import Database
@@ -15,7 +15,7 @@ from common.models import OutboxKind
 from common.pipeline import Pipeline
 from common.queue import DELETE_OBJECT, EXTRACT_METADATA, INGEST, RECONCILE, Publisher
 from common.reconcile import reconcile as reconcile_once
-from common.storage import StorageIntegrityError, StorageUnavailable, from_settings
+from common.storage import Storage, StorageIntegrityError, StorageUnavailable, from_settings
 from worker import app, settings
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 TRANSIENT = (StorageUnavailable, StorageIntegrityError, OperationalError)
 
 _pipeline: Pipeline | None = None
+_storage: Storage | None = None
 
 
 def pipeline() -> Pipeline:
@@ -33,10 +34,30 @@ def pipeline() -> Pipeline:
         _pipeline = Pipeline(
             settings=settings,
             db=Database(settings.database_url),
-            storage=from_settings(settings),
+            storage=_storage or from_settings(settings),
             publisher=Publisher(app),
         )
     return _pipeline
+
+
+@worker_init.connect
+def _load_before_fork(**_kwargs) -> None:
+    """Do the slow start-up work once, in the main process, before the pool forks.
+
+    Each pool process would otherwise load libmagic's database, Pillow, pypdf and the S3
+    service model on its first task: with eight processes on two cores that is seconds of
+    CPU during which nothing is pushed. The children inherit all of it. The store client has
+    opened no connection yet (its pool connects on first use), so sharing it across the fork
+    is safe; database connections are still made per process.
+    """
+    global _storage
+    from common.extract import preload as preload_extract
+    from common.sniff import preload as preload_sniff
+
+    preload_sniff()
+    preload_extract()
+    _storage = from_settings(settings)
+    _storage.prepare()
 
 
 @worker_process_init.connect

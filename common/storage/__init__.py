@@ -71,6 +71,9 @@ class Storage(Protocol):
     def health(self) -> None:
         """Return if the store answers; raise ``StorageUnavailable`` otherwise."""
 
+    def prepare(self) -> None:
+        """Load now what the first transfer would load (workers call it before forking)."""
+
 
 def content_disposition(original_name: str) -> str:
     """``attachment`` with an ASCII fallback and the exact name in RFC 5987 form (RFC 6266)."""

@@ -103,6 +103,9 @@ class FilesystemStorage:
         message = f"{key}\n{expires}".encode()
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
+    def prepare(self) -> None:
+        """Nothing to load ahead: files need no client."""
+
     def health(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)

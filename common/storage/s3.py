@@ -1,20 +1,30 @@
-"""S3 and any S3-compatible store (MinIO, moto) through boto3."""
+"""S3 and any S3-compatible store (MinIO, moto) through botocore.
+
+Two layers, so that the API process stays small. Signing URLs, deleting an object and probing
+the bucket are single requests built and signed with botocore's own pieces (``AWSRequest``,
+``S3SigV4Auth`` / ``S3SigV4QueryAuth``, ``URLLib3Session``): they need no service model. The
+full boto3 client, whose S3 model and endpoint rules cost an API process ~20 MiB resident, is
+created on first use by what needs it: the workers' push, head and download.
+"""
 
 from __future__ import annotations
 
 import base64
+import threading
+import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-import boto3
-from botocore.auth import S3SigV4QueryAuth
-from botocore.awsrequest import AWSRequest
-from botocore.config import Config
+import botocore.session
+from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest, AWSResponse
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.httpsession import URLLib3Session
 
 from common.settings import Settings
 from common.storage import (
@@ -24,10 +34,17 @@ from common.storage import (
     StorageUnavailable,
 )
 
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
+    from botocore.config import Config
+
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+_MAX_CONNECTIONS = 20
 
 
 def _config(*, connect: float, read: float, attempts: int, endpoint: str | None) -> Config:
+    from botocore.config import Config
+
     return Config(
         signature_version="s3v4",
         connect_timeout=connect,
@@ -38,8 +55,15 @@ def _config(*, connect: float, read: float, attempts: int, endpoint: str | None)
         # Every S3-compatible store checks plain Content-MD5; not all know the newer checksums.
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
-        max_pool_connections=20,
+        max_pool_connections=_MAX_CONNECTIONS,
     )
+
+
+def _bucket_url(endpoint: str | None, bucket: str, region: str) -> str:
+    """Path-style on a custom endpoint, virtual-hosted on AWS (as the boto3 client addresses)."""
+    if endpoint:
+        return f"{endpoint.rstrip('/')}/{bucket}"
+    return f"https://{bucket}.s3.{region}.amazonaws.com"
 
 
 class S3Storage:
@@ -52,24 +76,37 @@ class S3Storage:
         region: str = "us-east-1",
     ) -> None:
         self.bucket = bucket
-        session = boto3.session.Session()
-
-        def client(endpoint: str | None, **timeouts):
-            return session.client(
-                "s3",
-                endpoint_url=endpoint,
-                region_name=region,
-                config=_config(endpoint=endpoint, **timeouts),
-            )
-
-        self._client = client(endpoint_url, connect=3, read=30, attempts=3)
-        self._session = session
+        self._endpoint = endpoint_url
         self._region = region
-        public = public_endpoint_url or endpoint_url
-        self._public_base = (
-            f"{public}/{bucket}" if public else f"https://{bucket}.s3.{region}.amazonaws.com"
-        )
-        self._probe = client(endpoint_url, connect=1, read=1.5, attempts=1)
+        # The credential chain (environment, shared files, instance roles) without any model.
+        self._session = botocore.session.Session()
+        self._base = _bucket_url(endpoint_url, bucket, region)
+        self._public_base = _bucket_url(public_endpoint_url or endpoint_url, bucket, region)
+        self._http = URLLib3Session(timeout=(3, 30), max_pool_connections=_MAX_CONNECTIONS)
+        self._probe_http = URLLib3Session(timeout=(1, 1.5), max_pool_connections=2)
+        self._client_lock = threading.Lock()
+        self._client_instance: BaseClient | None = None
+
+    @property
+    def _client(self) -> BaseClient:
+        """The boto3 client (multipart-aware uploads, downloads), created on first use."""
+        if self._client_instance is None:
+            with self._client_lock:
+                if self._client_instance is None:
+                    import boto3
+
+                    session = boto3.session.Session(botocore_session=self._session)
+                    self._client_instance = session.client(
+                        "s3",
+                        endpoint_url=self._endpoint,
+                        region_name=self._region,
+                        config=_config(endpoint=self._endpoint, connect=3, read=30, attempts=3),
+                    )
+        return self._client_instance
+
+    def prepare(self) -> None:
+        """Create the client now (workers do, before their pool forks, so children share it)."""
+        self._client  # noqa: B018 - the property creates it
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Storage:
@@ -123,8 +160,9 @@ class S3Storage:
             self._client.download_file(self.bucket, key, str(destination))
 
     def delete(self, key: str) -> None:
-        with _translated(key):
-            self._client.delete_object(Bucket=self.bucket, Key=key)
+        reply = self._send(self._http, "DELETE", f"{self._base}/{_path(key)}")
+        if reply.status_code >= 300 and _error(reply)[0] not in _NOT_FOUND:
+            raise _unavailable(reply)
 
     def presign_get(self, key: str, ttl: int) -> str:
         """A SigV4 query-signed GET URL for the host clients use (S3_PUBLIC_ENDPOINT_URL).
@@ -133,18 +171,30 @@ class S3Storage:
         ``generate_presigned_url`` uses) but without the client's per-call endpoint resolution
         and event hooks, which cost ~0.3 ms a URL: a listing of 100 files signs 100 of them.
         """
-        credentials = self._session.get_credentials()
-        if credentials is None:
-            raise StorageUnavailable("S3 credentials are missing: cannot sign download URLs")
-        request = AWSRequest(method="GET", url=f"{self._public_base}/{quote(key, safe='/~')}")
-        S3SigV4QueryAuth(
-            credentials.get_frozen_credentials(), "s3", self._region, expires=ttl
-        ).add_auth(request)
+        request = AWSRequest(method="GET", url=f"{self._public_base}/{_path(key)}")
+        S3SigV4QueryAuth(self._credentials(), "s3", self._region, expires=ttl).add_auth(request)
         return request.url
 
     def health(self) -> None:
-        with _translated(None):
-            self._probe.head_bucket(Bucket=self.bucket)
+        url = self._base if self._endpoint else f"{self._base}/"
+        reply = self._send(self._probe_http, "HEAD", url)
+        if reply.status_code >= 300:
+            raise _unavailable(reply)
+
+    def _credentials(self):
+        credentials = self._session.get_credentials()
+        if credentials is None:
+            raise StorageUnavailable("S3 credentials are missing")
+        return credentials.get_frozen_credentials()
+
+    def _send(self, http: URLLib3Session, method: str, url: str) -> AWSResponse:
+        """One request signed with SigV4 (headers), sent on ``http``'s connection pool."""
+        request = AWSRequest(method=method, url=url)
+        S3SigV4Auth(self._credentials(), "s3", self._region).add_auth(request)
+        try:
+            return http.send(request.prepare())
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"S3 unreachable: {exc}") from None
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist (operators and tests)."""
@@ -153,6 +203,24 @@ class S3Storage:
                 self._client.head_bucket(Bucket=self.bucket)
             except ClientError:
                 self._client.create_bucket(Bucket=self.bucket)
+
+
+def _path(key: str) -> str:
+    return quote(key, safe="/~")
+
+
+def _error(reply: AWSResponse) -> tuple[str, str]:
+    """The S3 error code and message of a failed reply (HEAD replies have no body)."""
+    try:
+        root = ElementTree.fromstring(reply.content)
+    except ElementTree.ParseError:
+        return str(reply.status_code), f"HTTP {reply.status_code}"
+    return root.findtext("Code") or str(reply.status_code), root.findtext("Message") or ""
+
+
+def _unavailable(reply: AWSResponse) -> StorageUnavailable:
+    code, message = _error(reply)
+    return StorageUnavailable(f"S3 {code}: {message or f'HTTP {reply.status_code}'}")
 
 
 @contextmanager
