@@ -126,11 +126,21 @@ class Pipeline:
         Raises ``StorageUnavailable`` (and database errors) for the task to retry.
         """
         with self.db.session() as session:
-            file = session.get(File, file_id)
+            # Claim and load in one statement; only a file that is not open needs a second look.
+            file = session.scalars(
+                update(File)
+                .where(File.id == file_id, File.status.in_(OPEN_STATES))
+                .values(
+                    status=FileStatus.PROCESSING,
+                    attempts=File.attempts + 1,
+                    updated_at=utcnow(),
+                )
+                .returning(File)
+            ).one_or_none()
             if file is None:
-                return None
-            if file.status in OPEN_STATES:
-                _transition(session, file_id, OPEN_STATES, FileStatus.PROCESSING, attempts=True)
+                file = session.get(File, file_id)
+                if file is None:
+                    return None
         if file.status not in OPEN_STATES:
             return self._settle(file)
         try:
@@ -227,11 +237,11 @@ class Pipeline:
         """Move an open file to its final state; whoever loses the race settles what it found."""
         with self.db.session() as session:
             won = _transition(session, file.id, OPEN_STATES, status, **values)
-            if won:
+            if won and status == FileStatus.STORED:
+                outbox.hand_over(session, file.id, OutboxKind.INGEST, OutboxKind.METADATA)
+            elif won:
                 outbox.done(session, file.id, OutboxKind.INGEST)
-                if status == FileStatus.STORED:
-                    outbox.add(session, file.id, OutboxKind.METADATA)
-            current = session.get(File, file.id)
+            current = None if won else session.get(File, file.id)
         if not won:
             return self._settle(current)
         if status != FileStatus.FAILED:

@@ -134,6 +134,29 @@ def test_s3_down_is_unavailable_quickly():
     assert time.monotonic() - started < 3
 
 
+def test_s3_missing_bucket_is_unavailable_with_the_store_code(s3_endpoint):
+    storage = S3Storage(f"absent-{uuid.uuid4().hex[:8]}", endpoint_url=s3_endpoint)
+    with pytest.raises(StorageUnavailable, match="NoSuchBucket"):
+        storage.delete("20250906_123456_0123456789abcdef.pdf")
+    with pytest.raises(StorageUnavailable, match="404"):
+        storage.health()
+
+
+def test_s3_signing_deleting_and_probing_load_no_boto3_client(s3_endpoint, tmp_path):
+    """What the API does with the store must not load the S3 service model (its memory)."""
+    storage = S3Storage(f"lean-{uuid.uuid4().hex[:8]}", endpoint_url=s3_endpoint)
+    worker_side = S3Storage(storage.bucket, endpoint_url=s3_endpoint)
+    worker_side.ensure_bucket()
+    key, _ = put(worker_side, tmp_path)
+    status, _, body = _requests_get(storage.presign_get(key, 60))
+    assert (status, body) == (200, b"contract bytes")
+    storage.health()
+    storage.delete(key)
+    with pytest.raises(FileNotFoundError):
+        worker_side.head(key)
+    assert storage._client_instance is None
+
+
 def test_filesystem_rejects_keys_that_are_not_generated_names(tmp_path):
     storage = FilesystemStorage(tmp_path, "k")
     for key in ("../secret", "/etc/passwd", "a/../../b"):

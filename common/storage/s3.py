@@ -10,6 +10,7 @@ created on first use by what needs it: the workers' push, head and download.
 from __future__ import annotations
 
 import base64
+import shutil
 import threading
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
@@ -156,8 +157,14 @@ class S3Storage:
         )
 
     def download(self, key: str, destination: Path) -> None:
-        with _translated(key):
-            self._client.download_file(self.bucket, key, str(destination))
+        """One GET streamed to ``destination`` (objects here are at most MAX_UPLOAD_MB):
+        ``download_file`` would add a HEAD and a thread pool for every object."""
+        with _translated(key), open(destination, "wb") as out:
+            body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            try:
+                shutil.copyfileobj(body, out, 256 * 1024)
+            finally:
+                body.close()
 
     def delete(self, key: str) -> None:
         reply = self._send(self._http, "DELETE", f"{self._base}/{_path(key)}")
