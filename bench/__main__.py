@@ -45,7 +45,6 @@ from tests.conftest import (
     start_worker,
 )
 from tests.services import RedisServer
-from tests.tcpproxy import TcpProxy
 
 KIB, MIB = 1024, 1024 * 1024
 RELAXED = {"RATELIMIT_DEFAULT": "1000000/second", "RATELIMIT_UPLOAD": "1000000/second"}
@@ -101,6 +100,28 @@ class MotoServer:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(10)
+
+
+class ProxyProcess:
+    """tests.tcpproxy in a process of its own: relaying every store request through threads of
+    the bench's process would slow the load generator and blur its latencies."""
+
+    def __init__(self, target_port: int, delay: float) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.tcpproxy", str(target_port), "--delay", str(delay)],
+            stdout=subprocess.PIPE,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        self.port = int(self.process.stdout.readline())
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+        self.process.stdout.close()
 
 
 class Bench:
@@ -231,7 +252,7 @@ def p1_acceptance(bench: Bench) -> Target:
 
 
 def p2_latency_slow_store(bench: Bench) -> Target:
-    proxy = TcpProxy(bench.moto.port, delay=0.1)
+    proxy = ProxyProcess(bench.moto.port, delay=0.1)
     slow = replace(bench.settings, s3_endpoint_url=proxy.url)
     body = multipart.file_body("report.pdf", b"%PDF-1.4\n" + os.urandom(100 * KIB))
     total = 16 if bench.quick else 200

@@ -94,3 +94,22 @@ def _close(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
+
+
+def main() -> None:
+    """``python -m tests.tcpproxy TARGET_PORT [--delay S]``: run a proxy in a process of its
+    own (the bench does, so that relaying does not share the load generator's GIL); prints
+    its port, then serves until killed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("target_port", type=int)
+    parser.add_argument("--delay", type=float, default=0.0)
+    args = parser.parse_args()
+    proxy = TcpProxy(args.target_port, delay=args.delay)
+    print(proxy.port, flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
