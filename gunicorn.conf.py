@@ -105,17 +105,19 @@ gunicorn_util.write_error = _json_error
 def post_fork(server, worker):
     """Keep a worker's resident memory where its live data is.
 
-    - At most two malloc arenas: glibc otherwise gives each of the threads its own, which
-      multiplies the resident memory of a threaded process for no gain here.
-    - A fixed mmap threshold of 128 KiB: the body reader's large buffers (gunicorn receives up
-      to 1 MiB at a time) are then mapped for their short life and returned to the system when
-      freed. glibc's default raises the threshold after the first such free, after which these
-      buffers come from the arenas and their fragments stay resident for good.
+    - One malloc arena: glibc otherwise gives each thread its own, which multiplies the
+      resident memory of a threaded process. Threads here allocate while holding the GIL, so
+      they would rarely contend for a second one.
+    - A fixed mmap threshold of 128 KiB: the body reader's large buffers (a quarter of a MiB,
+      copied two or three times on their way) are then mapped for their short life and
+      returned to the system when freed. glibc's default raises the threshold after the first
+      such free, after which these buffers come from the arenas and their fragments stay
+      resident for good.
     """
     import contextlib
     import ctypes
 
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-8, 2)  # M_ARENA_MAX
+        libc.mallopt(-8, 1)  # M_ARENA_MAX
         libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD (fixing it also fixes M_TRIM_THRESHOLD)

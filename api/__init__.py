@@ -21,7 +21,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from api.observability import init_observability
     from common.db import Database
     from common.pipeline import Pipeline
-    from common.queue import Publisher, celery_app
+    from common.queue import Publisher
     from common.storage import from_settings
 
     app = Flask(__name__)
@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings=settings,
         db=Database(settings.database_url),
         storage=from_settings(settings),
-        publisher=Publisher(celery_app(settings, "api")),
+        publisher=Publisher(settings),
     )
     errors.register_error_handlers(app)
     init_observability(app)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import email_validator
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -33,7 +32,10 @@ Username = Annotated[
 
 def _email(value: str) -> str:
     """A syntactically valid address (RFC 5322 via email-validator), domain lower-cased; no DNS
-    look-up, and reserved names such as ``example.test`` are accepted like any other."""
+    look-up, and reserved names such as ``example.test`` are accepted like any other.
+    (Imported here: its tables are loaded by the processes that validate an address.)"""
+    import email_validator
+
     try:
         checked = email_validator.validate_email(
             value, check_deliverability=False, globally_deliverable=False, test_environment=True

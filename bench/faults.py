@@ -25,7 +25,7 @@ import psutil
 from sqlalchemy import select
 
 from common.models import File
-from common.queue import INGEST, task_id
+from common.queue import INGEST
 from tests import multipart
 from tests.services import FaultEnv, make_fault_env
 
@@ -130,12 +130,12 @@ def duplicate_deliveries(env: FaultEnv, n: int) -> list[str]:
     app = env.app()
     client = app.test_client()
     names = [upload(client, *payload(i)) for i in range(n)]
-    celery = app.extensions["pipeline"].publisher.app
+    publisher = app.extensions["pipeline"].publisher
     with env.db.session() as session:
         ids = session.scalars(select(File.id).where(File.name.in_(names))).all()
     for file_id in ids:
         for attempt in (1, 2):
-            celery.send_task(INGEST, args=[file_id], task_id=task_id("ingest", file_id, attempt))
+            publisher.send(INGEST, file_id, attempt=attempt)
     return names
 
 

@@ -64,7 +64,7 @@ class Pipeline:
         """Record pending publish marks, then release database and broker connections."""
         self.marks.close()
         self.db.dispose()
-        self.publisher.app.close()
+        self.publisher.close()
 
     # -- API side ---------------------------------------------------------------------------
 

@@ -1,13 +1,19 @@
-"""The Celery app both sides use: workers run its tasks, the API only publishes by task name."""
+"""The Celery app of the workers and beat, and the publisher everything else sends tasks with."""
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+from typing import TYPE_CHECKING
 
-from celery import Celery
 from kombu.exceptions import KombuError
 
+import celeryconfig
 from common.settings import Settings
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 log = logging.getLogger(__name__)
 
@@ -17,30 +23,37 @@ DELETE_OBJECT = "worker.tasks.delete_object"
 RECONCILE = "worker.tasks.reconcile"
 
 
+def transport_options(settings: Settings) -> dict:
+    """Options of the Redis transport, shared by the workers' Celery app and the publisher."""
+    return {
+        # Longer than the longest task with all its retries' countdowns, so that a message
+        # is redelivered only when its worker is really gone.
+        "visibility_timeout": settings.visibility_timeout,
+        # Look for overdue unacknowledged messages (a killed worker's) every few seconds:
+        # one cheap ZRANGE, so a redelivery waits little longer than the timeout itself.
+        "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 5)),
+        "unacked_restore_throttle": 1,
+        "socket_timeout": 5,
+        "socket_connect_timeout": 1,
+        "retry_on_timeout": False,
+        # Publishing gives up fast when Redis is down: the outbox holds the work, and an
+        # upload must not wait seconds for a broker it does not need to answer.
+        "max_retries": 1,
+        "interval_start": 0,
+        "interval_step": 0.1,
+        "interval_max": 0.2,
+    }
+
+
 def celery_app(settings: Settings, name: str = "pipeline") -> Celery:
     """A Celery app configured from ``celeryconfig`` plus the environment-dependent settings."""
+    from celery import Celery
+
     app = Celery(name, set_as_current=False)
     app.config_from_object("celeryconfig")
     app.conf.update(
         broker_url=settings.redis_url,
-        broker_transport_options={
-            # Longer than the longest task with all its retries' countdowns, so that a message
-            # is redelivered only when its worker is really gone.
-            "visibility_timeout": settings.visibility_timeout,
-            # Look for overdue unacknowledged messages (a killed worker's) every few seconds:
-            # one cheap ZRANGE, so a redelivery waits little longer than the timeout itself.
-            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 5)),
-            "unacked_restore_throttle": 1,
-            "socket_timeout": 5,
-            "socket_connect_timeout": 1,
-            "retry_on_timeout": False,
-            # Publishing gives up fast when Redis is down: the outbox holds the work, and an
-            # upload must not wait seconds for a broker it does not need to answer.
-            "max_retries": 1,
-            "interval_start": 0,
-            "interval_step": 0.1,
-            "interval_max": 0.2,
-        },
+        broker_transport_options=transport_options(settings),
         beat_schedule={
             "reconcile": {
                 "task": RECONCILE,
@@ -58,20 +71,84 @@ def task_id(kind: str, file_id: int, attempt: int = 0) -> str:
 
 
 class Publisher:
-    """Sends tasks by name; never raises when the broker is down (the outbox keeps the work)."""
+    """Sends tasks by name; never raises when the broker is down (the outbox keeps the work).
 
-    def __init__(self, app: Celery) -> None:
-        self.app = app
+    Messages are Celery's task protocol 2 (docs.celeryq.dev, "Message Protocol"), built here
+    and published with kombu, which Celery itself publishes with: the same headers, body and
+    properties ``Celery.send_task`` would produce for a task with positional arguments only,
+    on the queue ``celeryconfig.task_routes`` names. Loading Celery's application machinery
+    for that costs every API process ~6 MiB and each upload a router, signals and a
+    ``send_task`` call chain; the workers consume these messages like any other.
+    """
+
+    def __init__(self, settings: Settings, *, pool_limit: int = 10) -> None:
+        from kombu import Connection
+        from kombu.pools import ProducerPool
+
+        self._connection = Connection(
+            settings.redis_url, transport_options=transport_options(settings), connect_timeout=1
+        )
+        self._connections = self._connection.Pool(pool_limit)
+        self._producers = ProducerPool(self._connections, limit=pool_limit)
+        self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
 
     def send(self, name: str, file_id: int, *, attempt: int = 0) -> bool:
+        from kombu import Queue
+
         kind = name.rsplit(".", 1)[-1]
+        queue = celeryconfig.task_routes[name]["queue"]
+        body, headers, properties = task_message(
+            name, (file_id,), task_id(kind, file_id, attempt), self._origin
+        )
         try:
-            self.app.send_task(
-                name, args=[file_id], task_id=task_id(kind, file_id, attempt), retry=False
-            )
+            with self._producers.acquire(block=True, timeout=1) as producer:
+                producer.publish(
+                    body,
+                    exchange="",
+                    routing_key=queue,
+                    serializer="json",
+                    headers=headers,
+                    delivery_mode=2,
+                    declare=[Queue(queue)],
+                    retry=False,
+                    **properties,
+                )
         except (KombuError, OSError) as exc:
             log.warning(
                 "broker unavailable, %s of file %s left to the outbox: %s", kind, file_id, exc
             )
             return False
         return True
+
+    def close(self) -> None:
+        self._producers.force_close_all()
+        self._connections.force_close_all()
+        self._connection.release()
+
+
+def task_message(name: str, args: tuple, task_id: str, origin: str) -> tuple[tuple, dict, dict]:
+    """``(body, headers, properties)`` of a protocol-2 task message, as Celery builds them
+    (``celery.app.amqp.AMQP.as_task_v2``) for a task sent with ``args`` only."""
+    headers = {
+        "lang": "py",
+        "task": name,
+        "id": task_id,
+        "shadow": None,
+        "eta": None,
+        "expires": None,
+        "group": None,
+        "group_index": None,
+        "retries": 0,
+        "timelimit": [None, None],
+        "root_id": task_id,
+        "parent_id": None,
+        "argsrepr": repr(args),
+        "kwargsrepr": "{}",
+        "origin": origin,
+        "ignore_result": None,  # as send_task leaves it: the task's own setting applies
+        "replaced_task_nesting": 0,
+        "stamped_headers": None,
+        "stamps": {},
+    }
+    embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+    return (args, {}, embed), headers, {"correlation_id": task_id, "reply_to": ""}

@@ -19,7 +19,7 @@ from sqlalchemy import func, select, update
 
 from common.models import File, FileStatus, OutboxEntry, OutboxKind
 from common.pipeline import Pipeline
-from common.queue import Publisher, celery_app
+from common.queue import Publisher
 from common.reconcile import ORPHAN_AGE, reconcile
 from common.staging import StagedUpload
 from common.storage import from_settings
@@ -42,7 +42,7 @@ def quiet_url(client) -> str:
 
 def make_pipeline(stack, redis_url: str, **overrides) -> Pipeline:
     settings = replace(stack.settings, redis_url=redis_url, **overrides)
-    return Pipeline(settings, stack.db, from_settings(settings), Publisher(celery_app(settings)))
+    return Pipeline(settings, stack.db, from_settings(settings), Publisher(settings))
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def pipeline(clean_stack, quiet_redis):
     pipeline = make_pipeline(clean_stack, quiet_url(quiet_redis))
     yield pipeline
     pipeline.marks.close()
-    pipeline.publisher.app.close()
+    pipeline.publisher.close()
 
 
 def accept(pipeline: Pipeline, data: bytes, ext: str = "txt", original: str | None = None) -> File:
@@ -189,14 +189,14 @@ def test_upload_survives_a_dead_broker_and_the_reconciler_publishes_it(clean_sta
         assert entry.published_at is None
         entry.created_at = datetime.now(UTC) - timedelta(seconds=30)  # past the grace period
     dead.marks.close()
-    dead.publisher.app.close()
+    dead.publisher.close()
     alive = make_pipeline(clean_stack, quiet_url(quiet_redis))
     report = reconcile(alive)
     assert report.published == 1
     assert quiet_redis.llen("uploads") == 1
     assert alive.ingest(file.id) == FileStatus.STORED
     alive.marks.close()
-    alive.publisher.app.close()
+    alive.publisher.close()
 
 
 def test_stale_entries_are_republished_then_given_up(clean_stack, quiet_redis):
@@ -227,7 +227,7 @@ def test_stale_entries_are_republished_then_given_up(clean_stack, quiet_redis):
     assert status_of(pipeline, file.id).status == FileStatus.PENDING
     assert pipeline.ingest(file.id) == FileStatus.STORED
     pipeline.marks.close()
-    pipeline.publisher.app.close()
+    pipeline.publisher.close()
 
 
 def test_fail_after_last_retry_records_the_reason(pipeline):
@@ -277,4 +277,4 @@ def test_failed_commit_leaves_no_staged_file(clean_stack, quiet_redis):
     with pipeline.db.session() as session:
         assert session.scalar(select(func.count()).select_from(File)) == 1
     pipeline.marks.close()
-    pipeline.publisher.app.close()
+    pipeline.publisher.close()

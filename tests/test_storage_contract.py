@@ -195,8 +195,13 @@ def test_s3_presigned_url_is_the_one_boto3_signs():
     assert ours.startswith(f"http://localhost:9000/bucket/{key}?")
 
 
-def test_s3_presign_without_credentials_is_unavailable(monkeypatch):
+def test_s3_presign_without_credentials_is_unavailable(monkeypatch, tmp_path):
+    """Nothing in the environment, no shared files, no instance metadata: no credentials."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     storage = S3Storage("bucket", endpoint_url="http://127.0.0.1:9")
-    monkeypatch.setattr(storage._session, "get_credentials", lambda: None)
     with pytest.raises(StorageUnavailable):
         storage.presign_get("20250906_123456_0123456789abcdef.pdf", 60)

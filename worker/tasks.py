@@ -35,7 +35,7 @@ def pipeline() -> Pipeline:
             settings=settings,
             db=Database(settings.database_url),
             storage=_storage or from_settings(settings),
-            publisher=Publisher(app),
+            publisher=Publisher(settings),
         )
     return _pipeline
 

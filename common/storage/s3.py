@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-import botocore.session
 from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest, AWSResponse
 from botocore.exceptions import BotoCoreError, ClientError
@@ -79,8 +78,8 @@ class S3Storage:
         self.bucket = bucket
         self._endpoint = endpoint_url
         self._region = region
-        # The credential chain (environment, shared files, instance roles) without any model.
-        self._session = botocore.session.Session()
+        self._botocore_session = None
+        self._credential_source = None
         self._base = _bucket_url(endpoint_url, bucket, region)
         self._public_base = _bucket_url(public_endpoint_url or endpoint_url, bucket, region)
         self._http = URLLib3Session(timeout=(3, 30), max_pool_connections=_MAX_CONNECTIONS)
@@ -96,7 +95,7 @@ class S3Storage:
                 if self._client_instance is None:
                     import boto3
 
-                    session = boto3.session.Session(botocore_session=self._session)
+                    session = boto3.session.Session(botocore_session=self._session())
                     self._client_instance = session.client(
                         "s3",
                         endpoint_url=self._endpoint,
@@ -188,11 +187,25 @@ class S3Storage:
         if reply.status_code >= 300:
             raise _unavailable(reply)
 
+    def _session(self):
+        if self._botocore_session is None:
+            import botocore.session
+
+            self._botocore_session = botocore.session.Session()
+        return self._botocore_session
+
     def _credentials(self):
-        credentials = self._session.get_credentials()
-        if credentials is None:
+        """botocore's credential chain. Its first link, the environment, is asked directly:
+        the full chain (shared files, SSO, instance roles) needs a botocore session, whose
+        import costs an API process ~3 MiB, so it is built only when the environment has no
+        keys."""
+        if self._credential_source is None:
+            from botocore.credentials import EnvProvider
+
+            self._credential_source = EnvProvider().load() or self._session().get_credentials()
+        if self._credential_source is None:
             raise StorageUnavailable("S3 credentials are missing")
-        return credentials.get_frozen_credentials()
+        return self._credential_source.get_frozen_credentials()
 
     def _send(self, http: URLLib3Session, method: str, url: str) -> AWSResponse:
         """One request signed with SigV4 (headers), sent on ``http``'s connection pool."""

@@ -13,7 +13,7 @@ import psutil
 import psycopg
 
 from common.models import File, FileStatus
-from common.queue import INGEST, task_id
+from common.queue import INGEST
 from tests import multipart
 from tests.conftest import PG_URL, eventually, free_port, migrate, wait_for_status
 from tests.tcpproxy import TcpProxy
@@ -169,9 +169,9 @@ def test_same_task_twice_and_racing_workers_store_once(fault_env):
     name = upload(client, b"duplicate " * 50_000, "dup.txt").get_json()["filename"]
     with env.db.session() as session:
         file_id = session.query(File.id).filter_by(name=name).scalar()
-    celery = app.extensions["pipeline"].publisher.app
+    publisher = app.extensions["pipeline"].publisher
     for attempt in (1, 2, 3):  # duplicate deliveries, picked by both workers at once
-        celery.send_task(INGEST, args=[file_id], task_id=task_id("ingest", file_id, attempt))
+        publisher.send(INGEST, file_id, attempt=attempt)
     file = wait_for_status(env.db, name, {"stored"}, timeout=30)
     logs = lambda: "".join(w.log.read_text() for w in env.processes)  # noqa: E731
     assert eventually(lambda: logs().count("succeeded") >= 4, timeout=30)  # all 4 deliveries
