@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import random
 
@@ -58,6 +59,9 @@ def _load_before_fork(**_kwargs) -> None:
     preload_extract()
     _storage = from_settings(settings)
     _storage.prepare()
+    # What is loaded now lives as long as the process: keep the collector from walking it.
+    gc.collect()
+    gc.freeze()
 
 
 @worker_process_init.connect
