@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -158,9 +159,12 @@ class Bench:
     # -- helpers ----------------------------------------------------------------------------
 
     def reset(self) -> None:
+        """An empty pipeline: no rows, no queued tasks (a scenario without workers leaves its
+        uploads queued), no staged files."""
         with psycopg.connect(self.database_url.replace("+psycopg", ""), autocommit=True) as conn:
             conn.execute("TRUNCATE outbox, files, users RESTART IDENTITY CASCADE")
         redis.Redis.from_url(self.redis.url).flushdb()
+        shutil.rmtree(self.settings.staging_dir, ignore_errors=True)
 
     def api(self, name: str, settings: Settings | None = None, app: str = "api:create_app()"):
         return start_gunicorn(
@@ -265,6 +269,7 @@ def p2_latency_slow_store(bench: Bench) -> Target:
     slow = replace(bench.settings, s3_endpoint_url=proxy.url)
     body = multipart.file_body("report.pdf", b"%PDF-1.4\n" + os.urandom(100 * KIB))
     total = 16 if bench.quick else 400
+    bench.reset()
     product_api = bench.api("p2-api", slow)
     worker = bench.worker("p2-worker", "uploads,metadata", 4, slow)
     baseline_api = bench.api("p2-base", slow, app="bench.baselines:sync_app")
