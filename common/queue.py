@@ -91,6 +91,9 @@ class Publisher:
         self._connections = self._connection.Pool(pool_limit)
         self._producers = ProducerPool(self._connections, limit=pool_limit)
         self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
+        # The transport's own exceptions (redis-py's ConnectionError is not an OSError), which
+        # Celery's send_task would have re-raised as kombu errors.
+        self._errors = self._connection.connection_errors + self._connection.channel_errors
 
     def send(self, name: str, file_id: int, *, attempt: int = 0) -> bool:
         from kombu import Queue
@@ -113,7 +116,7 @@ class Publisher:
                     retry=False,
                     **properties,
                 )
-        except (KombuError, OSError) as exc:
+        except (KombuError, OSError, *self._errors) as exc:
             log.warning(
                 "broker unavailable, %s of file %s left to the outbox: %s", kind, file_id, exc
             )

@@ -1,7 +1,14 @@
 """The publisher's messages are the ones Celery itself would send."""
 
-from common.queue import INGEST, celery_app, task_message
+import json
+import time
+
+import redis
+
+from common.queue import INGEST, Publisher, celery_app, task_message
 from common.settings import Settings
+from tests.conftest import eventually
+from tests.services import RedisServer
 
 
 def test_task_message_matches_celery_protocol_2():
@@ -14,3 +21,24 @@ def test_task_message_matches_celery_protocol_2():
     assert headers == dict(celery.headers)
     assert body == celery.body
     assert properties == celery.properties
+
+
+def test_publisher_reports_a_broker_lost_mid_life_and_recovers_with_it():
+    """A connected publisher whose Redis dies answers False at once (the outbox keeps the
+    work) instead of raising into the request, and publishes again once Redis is back."""
+    redis_server = RedisServer()
+    publisher = Publisher(Settings.from_env({}, redis_url=redis_server.url))
+    try:
+        assert publisher.send(INGEST, 1)
+        redis_server.stop()
+        started = time.monotonic()
+        assert publisher.send(INGEST, 2) is False
+        assert publisher.send(INGEST, 3) is False
+        assert time.monotonic() - started < 2
+        redis_server.start()
+        assert eventually(lambda: publisher.send(INGEST, 4), timeout=10)
+        queued = redis.Redis.from_url(redis_server.url).lrange("uploads", 0, -1)
+        assert [json.loads(m)["headers"]["id"] for m in queued] == ["ingest-4-0"]
+    finally:
+        publisher.close()
+        redis_server.stop()
