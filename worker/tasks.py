@@ -10,6 +10,7 @@ import random
 from celery import Task
 from celery.signals import worker_init, worker_process_init
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import configure_mappers
 
 from common.db import Database
 from common.models import OutboxKind
@@ -45,11 +46,12 @@ def pipeline() -> Pipeline:
 def _load_before_fork(**_kwargs) -> None:
     """Do the slow start-up work once, in the main process, before the pool forks.
 
-    Each pool process would otherwise load libmagic's database, Pillow, pypdf and the S3
-    service model on its first task: with eight processes on two cores that is seconds of
-    CPU during which nothing is pushed. The children inherit all of it. The store client has
-    opened no connection yet (its pool connects on first use), so sharing it across the fork
-    is safe; database connections are still made per process.
+    Each pool process would otherwise load libmagic's database, Pillow, pypdf, the S3
+    service model, the database driver and the broker transport on its first task: with
+    eight processes on two cores that is seconds of CPU during which nothing is pushed. The
+    children inherit all of it. The store client has opened no connection yet (its pool
+    connects on first use), so sharing it across the fork is safe; database and broker
+    connections are still made per process.
     """
     global _storage
     from common.extract import preload as preload_extract
@@ -59,6 +61,11 @@ def _load_before_fork(**_kwargs) -> None:
     preload_extract()
     _storage = from_settings(settings)
     _storage.prepare()
+    # Building a pipeline imports the database driver and the broker transport and sets up
+    # the ORM mappers: do it once here (nothing connects yet); each child builds its own.
+    Database(settings.database_url).dispose()
+    Publisher(settings).close()
+    configure_mappers()
     # What is loaded now lives as long as the process: keep the collector from walking it.
     gc.collect()
     gc.freeze()
