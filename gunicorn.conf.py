@@ -13,6 +13,7 @@ import tempfile
 from gunicorn import util as gunicorn_util
 from gunicorn.http.unreader import SocketUnreader
 
+from api.errors import HTTP_MESSAGES, INTERNAL_ERROR
 from common.logs import dict_config
 from common.settings import Settings
 from common.staging import FRAMING_ALLOWANCE
@@ -76,21 +77,11 @@ def _body_limit() -> int:
     return Settings.from_env().max_upload_bytes + FRAMING_ALLOWANCE
 
 
-_SERVER_ERRORS = {
-    400: ("BAD_REQUEST", "Неверный запрос"),
-    403: ("FORBIDDEN", "Доступ запрещен"),
-    414: ("URI_TOO_LONG", "Слишком длинный адрес запроса"),
-    417: ("EXPECTATION_FAILED", "Ожидание не может быть выполнено"),
-    431: ("HEADERS_TOO_LARGE", "Слишком большие заголовки запроса"),
-    501: ("NOT_IMPLEMENTED", "Не поддерживается"),
-}
-
-
 def _json_error(sock, status_int, reason, mesg):
     """gunicorn's own answers (a malformed request it never hands to the app) in the API's JSON
     error shape instead of its HTML page; gunicorn has no setting for this, so its writer is
     replaced here."""
-    code, message = _SERVER_ERRORS.get(status_int, ("INTERNAL_ERROR", "Внутренняя ошибка сервера"))
+    code, message = HTTP_MESSAGES.get(status_int, INTERNAL_ERROR)
     body = json.dumps({"error": message, "code": code}, ensure_ascii=False).encode()
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"

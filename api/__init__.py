@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         storage=from_settings(settings),
         publisher=Publisher(settings),
     )
+    app.extensions["download_urls"] = files.UrlCache(settings.presigned_url_ttl)
     errors.register_error_handlers(app)
     init_observability(app)
     for blueprint in (health.bp, users.bp, files.bp, serve.bp):

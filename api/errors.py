@@ -59,15 +59,22 @@ def error_response(
     return response
 
 
-_HTTP_MESSAGES = {
+#: Machine code and message per HTTP status, for the app's errors and gunicorn's own answers
+#: (``gunicorn.conf.py``) alike.
+HTTP_MESSAGES = {
     400: ("BAD_REQUEST", "Неверный запрос"),
     403: ("FORBIDDEN", "Доступ запрещен"),
     404: ("NOT_FOUND", "Ресурс не найден"),
     405: ("METHOD_NOT_ALLOWED", "Метод не разрешен"),
     413: ("PAYLOAD_TOO_LARGE", "Тело запроса слишком большое"),
+    414: ("URI_TOO_LONG", "Слишком длинный адрес запроса"),
     415: ("UNSUPPORTED_MEDIA_TYPE", "Неподдерживаемый тип содержимого"),
+    417: ("EXPECTATION_FAILED", "Ожидание не может быть выполнено"),
     429: ("RATE_LIMITED", "Превышен лимит запросов"),
+    431: ("HEADERS_TOO_LARGE", "Слишком большие заголовки запроса"),
+    501: ("NOT_IMPLEMENTED", "Не поддерживается"),
 }
+INTERNAL_ERROR = ("INTERNAL_ERROR", "Внутренняя ошибка сервера")
 
 _UPLOAD_ERRORS = {
     staging.NotMultipart: (400, "Ожидается тело multipart/form-data с полем file"),
@@ -102,6 +109,12 @@ def upload_error(exc: staging.UploadError):
     return error_response(status, exc.code, message, details=str(exc))
 
 
+def _outage(exc: Exception, http_status: int, code: str, message: str, retry_after: int):
+    """Something the service depends on is down or full: logged, and retry later."""
+    log.error("%s: %s", code, exc)
+    return error_response(http_status, code, message, headers={"Retry-After": str(retry_after)})
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
@@ -113,7 +126,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
-        code, message = _HTTP_MESSAGES.get(exc.code or 500, ("HTTP_ERROR", exc.name))
+        code, message = HTTP_MESSAGES.get(exc.code or 500, ("HTTP_ERROR", exc.name))
         headers = {}
         if exc.code == 405 and exc.valid_methods:
             headers["Allow"] = ", ".join(sorted(exc.valid_methods))
@@ -124,36 +137,23 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(OperationalError)
     @app.errorhandler(PoolTimeout)
     def _database_down(exc: Exception):
-        log.error("database unavailable: %s", exc)
-        return error_response(
-            503,
-            "DATABASE_UNAVAILABLE",
-            "База данных временно недоступна",
-            headers={"Retry-After": "5"},
-        )
+        return _outage(exc, 503, "DATABASE_UNAVAILABLE", "База данных временно недоступна", 5)
 
     @app.errorhandler(OSError)
     def _disk_error(exc: OSError):
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            log.error("staging disk full: %s", exc)
-            return error_response(
-                507,
-                "INSUFFICIENT_STORAGE",
-                "Недостаточно места для приема файла",
-                headers={"Retry-After": "60"},
+            return _outage(
+                exc, 507, "INSUFFICIENT_STORAGE", "Недостаточно места для приема файла", 60
             )
         return _unexpected(exc)
 
     @app.errorhandler(StorageUnavailable)
     def _storage_down(exc: StorageUnavailable):
-        log.error("object store unavailable: %s", exc)
-        return error_response(
-            503, "STORAGE_UNAVAILABLE", "Object Storage недоступен", headers={"Retry-After": "5"}
-        )
+        return _outage(exc, 503, "STORAGE_UNAVAILABLE", "Object Storage недоступен", 5)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             return _database_down(exc)
         log.exception("unhandled error")
-        return error_response(500, "INTERNAL_ERROR", "Внутренняя ошибка сервера")
+        return error_response(500, *INTERNAL_ERROR)

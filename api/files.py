@@ -97,13 +97,7 @@ def presigned_url(file: File, *, fresh: bool = False) -> str | None:
     def sign() -> str:
         return storage.presign_get(file.name, settings.presigned_url_ttl)
 
-    if fresh:
-        url = sign()
-    else:
-        cache = current_app.extensions.setdefault(
-            "download_urls", UrlCache(settings.presigned_url_ttl)
-        )
-        url = cache.get(file.name, sign)
+    url = sign() if fresh else current_app.extensions["download_urls"].get(file.name, sign)
     # The filesystem store signs host-relative paths, served by this API.
     return urljoin(request.host_url, url) if url.startswith("/") else url
 

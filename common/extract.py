@@ -15,11 +15,6 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = {"png", "jpg", "jpeg", "gif"}
 
 
-def preload() -> None:
-    """Load Pillow's format plugins now rather than on the first file (pypdf is imported)."""
-    Image.init()
-
-
 def extract_metadata(path: Path, extension: str, *, max_image_pixels: int) -> dict[str, Any]:
     """Fields to merge into a file's metadata; empty when the format has none or will not parse."""
     try:

@@ -16,8 +16,6 @@ from pathlib import Path
 import magic
 from PIL import Image
 
-from common.naming import CANONICAL_TYPES  # noqa: F401 - re-exported
-
 _MAGIC_TYPES = {
     "pdf": {"application/pdf"},
     "png": {"image/png"},

@@ -1,6 +1,7 @@
 import pytest
 
-from common.sniff import CANONICAL_TYPES, check_content
+from common.naming import CANONICAL_TYPES
+from common.sniff import check_content
 from tests import samples
 
 PIXELS = 50_000_000

@@ -54,11 +54,10 @@ def _load_before_fork(**_kwargs) -> None:
     connections are still made per process.
     """
     global _storage
-    from common.extract import preload as preload_extract
-    from common.sniff import preload as preload_sniff
+    import common.extract  # noqa: F401 - pypdf, for the metadata task
+    from common.sniff import preload
 
-    preload_sniff()
-    preload_extract()
+    preload()  # libmagic's database, Pillow's plugins
     _storage = from_settings(settings)
     _storage.prepare()
     # Building a pipeline imports the database driver and the broker transport and sets up

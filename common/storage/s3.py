@@ -40,16 +40,17 @@ if TYPE_CHECKING:
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 _MAX_CONNECTIONS = 20
+_TIMEOUTS = (3, 30)  # connect, read (seconds)
 
 
-def _config(*, connect: float, read: float, attempts: int, endpoint: str | None) -> Config:
+def _config(endpoint: str | None) -> Config:
     from botocore.config import Config
 
     return Config(
         signature_version="s3v4",
-        connect_timeout=connect,
-        read_timeout=read,
-        retries={"total_max_attempts": attempts, "mode": "standard"},
+        connect_timeout=_TIMEOUTS[0],
+        read_timeout=_TIMEOUTS[1],
+        retries={"total_max_attempts": 3, "mode": "standard"},
         s3={
             # Path-style addressing for custom endpoints: MinIO and moto have no bucket DNS names.
             "addressing_style": "path" if endpoint else "auto",
@@ -88,7 +89,7 @@ class S3Storage:
         self._credential_source = None
         self._base = _bucket_url(endpoint_url, bucket, region)
         self._public_base = _bucket_url(public_endpoint_url or endpoint_url, bucket, region)
-        self._http = URLLib3Session(timeout=(3, 30), max_pool_connections=_MAX_CONNECTIONS)
+        self._http = URLLib3Session(timeout=_TIMEOUTS, max_pool_connections=_MAX_CONNECTIONS)
         self._probe_http = URLLib3Session(timeout=(1, 1.5), max_pool_connections=2)
         self._client_lock = threading.Lock()
         self._client_instance: BaseClient | None = None
@@ -106,7 +107,7 @@ class S3Storage:
                         "s3",
                         endpoint_url=self._endpoint,
                         region_name=self._region,
-                        config=_config(endpoint=self._endpoint, connect=3, read=30, attempts=3),
+                        config=_config(self._endpoint),
                     )
         return self._client_instance
 
