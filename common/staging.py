@@ -27,7 +27,7 @@ from werkzeug.sansio.multipart import (
 
 from common.naming import clean_original_name, extension_of, generate_name
 
-CHUNK = 256 * 1024
+CHUNK = 128 * 1024
 #: Room for the multipart framing and small form fields around the file itself.
 FRAMING_ALLOWANCE = 64 * 1024
 FILE_FIELD = "file"
