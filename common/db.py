@@ -50,6 +50,15 @@ class Database:
     def __init__(self, database_url: str) -> None:
         self.engine = make_engine(database_url)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        # Reads of one statement need no transaction of their own: on PostgreSQL they run in
+        # autocommit, which saves the BEGIN and COMMIT round trips. SQLite keeps its usual
+        # transaction (its pool hands out the same connection; the lock is brief there).
+        readonly = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self.engine.dialect.name == "postgresql"
+            else self.engine
+        )
+        self._read_factory = sessionmaker(readonly, expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -61,6 +70,15 @@ class Database:
         except BaseException:
             session.rollback()
             raise
+        finally:
+            session.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for one read statement (no writes: nothing is committed)."""
+        session = self._read_factory()
+        try:
+            yield session
         finally:
             session.close()
 
