@@ -19,6 +19,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from api.docs import init_docs
     from api.limits import init_limits
     from api.observability import init_observability
+    from api.schemas import VALIDATE_REPLIES
     from common.db import Database
     from common.pipeline import Pipeline
     from common.queue import Publisher
@@ -28,6 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.ensure_ascii = False
     app.json.sort_keys = False
     app.config["SECRET_KEY"] = settings.resolved_secret_key()
+    app.config.setdefault(VALIDATE_REPLIES, app.debug)
     app.extensions["settings"] = settings
     app.extensions["pipeline"] = Pipeline(
         settings=settings,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from flask import current_app
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -22,6 +23,7 @@ from pydantic import (
 )
 from spectree import Response, SpecTree
 from spectree.model_adapter.pydantic_adapter import BaseFile
+from spectree.plugins.flask_plugin import FlaskPlugin
 
 from api.errors import ApiError
 
@@ -190,8 +192,24 @@ def before_handler(req, resp, req_validation_error, instance, model_adapter) -> 
     raise ApiError(400, "VALIDATION_ERROR", "Неверные данные", details=fields)
 
 
+#: ``app.config`` key: check every reply against its documented model as well. On in debug mode
+#: and in the test suite's in-process apps; production skips it, since validating a page of 100
+#: files took longer than building it. Replies are checked against the published document by
+#: the suite either way (tests/test_schema_fuzz.py).
+VALIDATE_REPLIES = "VALIDATE_REPLIES"
+
+
+class _Plugin(FlaskPlugin):
+    """spectree's Flask plugin; requests are always validated, replies as configured."""
+
+    def validate_response(self, resp, resp_model, skip_validation, force_resp_serialize):
+        skip = skip_validation or not current_app.config.get(VALIDATE_REPLIES)
+        return super().validate_response(resp, resp_model, skip, force_resp_serialize)
+
+
 spec = SpecTree(
     "flask",
+    backend=_Plugin,
     title="Upload pipeline API",
     version="1.0.0",
     path="apidoc",

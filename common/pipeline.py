@@ -32,9 +32,7 @@ log = logging.getLogger(__name__)
 
 def iso_z(moment: datetime, *, millis: bool = False) -> str:
     """ISO 8601 in UTC with a ``Z``, as the seed writes times."""
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    if millis:
-        text += f".{moment.microsecond // 1000:03d}"
+    text = moment.replace(tzinfo=None).isoformat(timespec="milliseconds" if millis else "seconds")
     return text + "Z"
 
 

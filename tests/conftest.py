@@ -232,6 +232,7 @@ def app(clean_stack: Stack):
     from api import create_app
 
     app = create_app(clean_stack.settings)
+    app.config["VALIDATE_REPLIES"] = True  # every reply checked against its documented model
     yield app
     close_app(app)
 
