@@ -137,6 +137,7 @@ def stage_upload(
     decoder = MultipartDecoder(
         boundary.encode("latin-1"), max_form_memory_size=CHUNK + FRAMING_ALLOWANCE
     )
+    marker = b"--" + boundary.encode("latin-1")
     read = 0
     try:
         while not parser.done:
@@ -144,8 +145,9 @@ def stage_upload(
             read += len(chunk)
             if read > body_limit:
                 raise FileTooLarge("body over the limit")
-            decoder.receive_data(chunk or None)
-            _drain(decoder, parser)
+            for piece in _pieces(chunk, marker) if chunk else (None,):
+                decoder.receive_data(piece)
+                _drain(decoder, parser)
             if not chunk and not parser.done:
                 raise MalformedUpload("body ended before the closing boundary")
         return parser.result()
@@ -161,6 +163,19 @@ def stage_upload(
     except Exception as exc:  # werkzeug reports malformed framing as ValueError & co.
         parser.discard()
         raise MalformedUpload(f"malformed multipart body: {exc}") from exc
+
+
+def _pieces(chunk: bytes, marker: bytes) -> tuple[memoryview, ...]:
+    """``chunk`` split just before its last boundary line, if it has one after its start.
+
+    Once a boundary is in its buffer, werkzeug's decoder finds it with a regular expression
+    over the whole buffer: ~1 ms for 128 KiB of file data. Fed the bytes before the boundary
+    first, the decoder passes them on as data and keeps only a few, so the search is short.
+    Where the chunk is cut does not change what is decoded.
+    """
+    view = memoryview(chunk)
+    at = chunk.rfind(marker) - 2  # the line break before it (CRLF; at worst a byte more)
+    return (view[:at], view[at:]) if at > 0 else (view,)
 
 
 def _drain(decoder: MultipartDecoder, parser: _UploadParser) -> None:

@@ -38,6 +38,43 @@ def test_stages_the_file_part_with_size_and_digest(tmp_path):
     assert staged.path.parent == tmp_path
 
 
+class Trickle(io.BytesIO):
+    """A client whose bytes arrive in uneven pieces, cutting the framing anywhere."""
+
+    SIZES = (1, 7, 2, 4096, staging.CHUNK - 1, 3, staging.CHUNK, 65_537)
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.turn = 0
+
+    def read(self, size=-1):
+        self.turn += 1
+        return super().read(min(size, self.SIZES[self.turn % len(self.SIZES)]))
+
+
+# Bytes that look like framing: line breaks of every kind and most of the boundary.
+LOOKALIKE = b"\r\n--" + multipart.BOUNDARY.encode()[:-1] + b"\n\r\r\n-\r"
+
+
+@pytest.mark.parametrize("file_last", [True, False], ids=["file-last", "note-last"])
+@pytest.mark.parametrize("line_break", [b"\r\n", b"\n"], ids=["crlf", "lf"])
+@pytest.mark.parametrize("size", [0, 1, 5_000, 300_000])
+def test_the_file_bytes_survive_any_framing_and_any_read_sizes(
+    tmp_path, line_break, size, file_last
+):
+    # It ends in a plain byte: a trailing CR before LF framing would read as a CRLF break.
+    data = (LOOKALIKE * (size // len(LOOKALIKE)))[: size - 1] + b"x" if size else b""
+    boundary = b"--" + multipart.BOUNDARY.encode()
+    file = [boundary, b'Content-Disposition: form-data; name="file"; filename="a.txt"', b"", data]
+    note = [boundary, b'Content-Disposition: form-data; name="note"', b"", b"note"]
+    parts = note + file if file_last else file + note
+    body = line_break.join([*parts, boundary + b"--", b""])
+    for stream in (io.BytesIO(body), Trickle(body)):
+        staged = stage(tmp_path, body, stream=stream)
+        assert staged.path.read_bytes() == data
+        assert staged.sha256 == hashlib.sha256(data).hexdigest()
+
+
 def test_exactly_the_limit_is_accepted(tmp_path):
     staged = stage(tmp_path, multipart.file_body("a.txt", b"a" * LIMIT))
     assert staged.size == LIMIT
