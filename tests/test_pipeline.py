@@ -53,7 +53,9 @@ def pipeline(clean_stack, quiet_redis):
     pipeline.publisher.close()
 
 
-def accept(pipeline: Pipeline, data: bytes, ext: str = "txt", original: str | None = None) -> File:
+def stage_bytes(
+    pipeline: Pipeline, data: bytes, ext: str = "txt", original: str | None = None
+) -> StagedUpload:
     import hashlib
 
     from common.naming import generate_name
@@ -64,10 +66,13 @@ def accept(pipeline: Pipeline, data: bytes, ext: str = "txt", original: str | No
     path = staged_path(pipeline.settings.staging_dir, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
-    staged = StagedUpload(
+    return StagedUpload(
         path, name, original or f"a.{ext}", ext, len(data), hashlib.sha256(data).hexdigest(), now
     )
-    return pipeline.accept(staged)
+
+
+def accept(pipeline: Pipeline, data: bytes, ext: str = "txt", original: str | None = None) -> File:
+    return pipeline.accept(stage_bytes(pipeline, data, ext, original))
 
 
 def status_of(pipeline: Pipeline, file_id: int) -> File:
@@ -89,6 +94,24 @@ def test_accept_writes_row_and_outbox_and_publishes(pipeline, quiet_redis):
         entry = session.scalars(select(OutboxEntry).where(OutboxEntry.file_id == file.id)).one()
         assert entry.kind == OutboxKind.INGEST
         assert entry.published_at is not None and entry.publish_count == 1
+    assert quiet_redis.llen("uploads") == 1
+
+
+def test_an_upload_whose_row_cannot_be_written_leaves_nothing(pipeline, quiet_redis):
+    from dataclasses import replace
+
+    from sqlalchemy import func
+    from sqlalchemy.exc import IntegrityError
+
+    first = accept(pipeline, b"first")
+    clash = replace(stage_bytes(pipeline, b"second"), name=first.name)  # a name already taken
+    assert clash.path.exists()
+    with pytest.raises(IntegrityError):
+        pipeline.accept(clash)
+    assert not clash.path.exists()
+    with pipeline.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(File)) == 1
+        assert session.scalar(select(func.count()).select_from(OutboxEntry)) == 1
     assert quiet_redis.llen("uploads") == 1
 
 
