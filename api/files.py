@@ -60,7 +60,10 @@ _LISTED = (
 )
 
 
-def file_object(file: File | Row, url_of: Callable[[File | Row], str | None] | None = None):
+UrlOf = Callable[[File | Row], str | None]
+
+
+def file_object(file: File | Row, url_of: UrlOf | None = None) -> dict[str, Any]:
     """The file object of SPEC §4 (``info``, list entries, ``file_info``); ``url_of`` from
     ``download_urls()`` when building many."""
     body: dict[str, Any] = {
@@ -107,7 +110,7 @@ class UrlCache:
         return url
 
 
-def download_urls(*, fresh: bool = False) -> Callable[[File | Row], str | None]:
+def download_urls(*, fresh: bool = False) -> UrlOf:
     """A function giving a file's download URL (None until it is stored), with what it needs
     looked up once per request: a listing asks for a hundred."""
     ttl = current_app.extensions["settings"].presigned_url_ttl
@@ -174,6 +177,7 @@ def upload():
                 details={"reason": file.error, "filename": file.name},
                 headers=headers,
             )
+    url_of = download_urls()
     body = {
         "message": "Файл успешно загружен",
         "filename": file.name,
@@ -182,8 +186,8 @@ def upload():
         "content_type": file.content_type,
         "status": file.status.value,
         "status_url": headers["Location"],
-        "download_url": download_urls()(file),
-        "file_info": file_object(file),
+        "download_url": url_of(file),
+        "file_info": file_object(file, url_of),
     }
     return jsonify(body), 201, headers
 
