@@ -19,6 +19,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from api.docs import init_docs
     from api.limits import init_limits
     from api.observability import init_observability
+    from api.replies import OrjsonProvider
     from api.schemas import VALIDATE_REPLIES
     from common.db import Database
     from common.pipeline import Pipeline
@@ -26,8 +27,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from common.storage import from_settings
 
     app = Flask(__name__)
-    app.json.ensure_ascii = False
-    app.json.sort_keys = False
+    app.json = OrjsonProvider(app)
     app.config["SECRET_KEY"] = settings.resolved_secret_key()
     app.config.setdefault(VALIDATE_REPLIES, app.debug)
     app.extensions["settings"] = settings
