@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import psycopg
 
+from common.db import Database
 from common.models import File, FileStatus
 from common.queue import INGEST
 from tests import multipart
@@ -153,6 +154,40 @@ def test_database_down_is_503_and_leaves_nothing(fault_env):
         assert client.get("/users").get_json() == []
         assert client.get("/files").get_json()["count"] == 0
     finally:
+        proxy.close()
+        for app in env.apps:
+            app.extensions["pipeline"].close()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_database_down_under_the_workers_retries_then_stores(fault_env):
+    env = fault_env
+    name = f"faults_{uuid.uuid4().hex[:8]}"
+    admin = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    proxy = TcpProxy(5432)
+    try:
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/{name}"
+        migrate(url)
+        env.settings = replace(env.settings, database_url=url)
+        client = env.app().test_client()
+        names = [upload(client, f"file {i}".encode()).get_json()["filename"] for i in range(3)]
+        proxy.down()  # accepted and queued; now the workers find no database
+        worker = env.worker()
+        assert eventually(lambda: "will retry" in worker.log.read_text(), timeout=30)
+        proxy.up()
+        direct = Database(PG_URL.rsplit("/", 1)[0] + "/" + name)
+        try:
+            for stored in names:
+                wait_for_status(direct, stored, {"stored"}, timeout=60)
+        finally:
+            direct.dispose()
+        assert sorted(objects(env)) == sorted(names)
+    finally:
+        for process in env.processes:
+            process.stop()
         proxy.close()
         for app in env.apps:
             app.extensions["pipeline"].close()
