@@ -6,6 +6,8 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -125,8 +127,11 @@ def test_store_down_past_last_retry_fails_then_requeue_stores(fault_env):
     assert objects(env) == [name]
 
 
-def test_database_down_is_503_and_leaves_nothing(fault_env):
-    env = fault_env
+@contextmanager
+def database_behind_a_proxy(env) -> Iterator[tuple[str, str, TcpProxy]]:
+    """A fresh PostgreSQL database reached through a TCP proxy that can be cut; yields its URL
+    through the proxy, its direct URL and the proxy. Afterwards the environment's processes and
+    apps let go of it and it is dropped."""
     name = f"faults_{uuid.uuid4().hex[:8]}"
     admin = PG_URL.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -135,6 +140,20 @@ def test_database_down_is_503_and_leaves_nothing(fault_env):
     try:
         url = f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/{name}"
         migrate(url)
+        yield url, PG_URL.rsplit("/", 1)[0] + "/" + name, proxy
+    finally:
+        for process in env.processes:
+            process.stop()
+        proxy.close()
+        for app in env.apps:
+            app.extensions["pipeline"].close()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_database_down_is_503_and_leaves_nothing(fault_env):
+    env = fault_env
+    with database_behind_a_proxy(env) as (url, _direct, proxy):
         client = env.app(database_url=url).test_client()
         assert client.get("/users").status_code == 200
         proxy.down()
@@ -153,24 +172,11 @@ def test_database_down_is_503_and_leaves_nothing(fault_env):
         assert eventually(lambda: client.get("/users").status_code == 200, timeout=10)
         assert client.get("/users").get_json() == []
         assert client.get("/files").get_json()["count"] == 0
-    finally:
-        proxy.close()
-        for app in env.apps:
-            app.extensions["pipeline"].close()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_database_down_under_the_workers_retries_then_stores(fault_env):
     env = fault_env
-    name = f"faults_{uuid.uuid4().hex[:8]}"
-    admin = PG_URL.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    proxy = TcpProxy(5432)
-    try:
-        url = f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/{name}"
-        migrate(url)
+    with database_behind_a_proxy(env) as (url, direct_url, proxy):
         env.settings = replace(env.settings, database_url=url)
         client = env.app().test_client()
         names = [upload(client, f"file {i}".encode()).get_json()["filename"] for i in range(3)]
@@ -178,21 +184,13 @@ def test_database_down_under_the_workers_retries_then_stores(fault_env):
         worker = env.worker()
         assert eventually(lambda: "will retry" in worker.log.read_text(), timeout=30)
         proxy.up()
-        direct = Database(PG_URL.rsplit("/", 1)[0] + "/" + name)
+        direct = Database(direct_url)
         try:
             for stored in names:
                 wait_for_status(direct, stored, {"stored"}, timeout=60)
         finally:
             direct.dispose()
         assert sorted(objects(env)) == sorted(names)
-    finally:
-        for process in env.processes:
-            process.stop()
-        proxy.close()
-        for app in env.apps:
-            app.extensions["pipeline"].close()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_same_task_twice_and_racing_workers_store_once(fault_env):
