@@ -113,9 +113,9 @@ def post_fork(server, worker):
       resident memory of a threaded process. Threads here allocate while holding the GIL, so
       they would rarely contend for a second one.
     - A fixed mmap threshold of 4 MiB: the body reader's buffers (128 KiB, copied two or three
-      times on their way) come from the heap and are reused there. Below the threshold glibc
-      would map each one afresh, fault its pages in zeroed and unmap it on free: 30-odd
-      mappings per MiB uploaded, a quarter of the API's CPU time under upload load.
+      times on their way) come from the heap and are reused there. With a threshold under
+      their size glibc would map each one afresh, fault its pages in zeroed and unmap it on
+      free: 30-odd mappings per MiB uploaded, a quarter of the API's CPU under upload load.
     - A trim threshold of 8 MiB: free memory at the top of the heap is kept up to that much
       instead of being returned to the system and faulted in again by the next upload. Fixing
       the two thresholds also stops glibc from raising them on its own, which would let a

@@ -348,7 +348,7 @@ def p4_listing(bench: Bench) -> list[Target]:
             _insert_stored_rows(bench, inserted, size - inserted)
             inserted = size
             latencies, _ = asyncio.run(
-                _get_many(f"{api.url}/files?limit=100", requests_per_size, warm_up=20)
+                _get_many(f"{api.url}/files?limit=100", requests_per_size, unmeasured=20)
             )
             figures[size] = p99(latencies) * 1000
     finally:
@@ -390,12 +390,12 @@ def _insert_stored_rows(bench: Bench, start: int, count: int) -> None:
         conn.execute("ANALYZE files")
 
 
-async def _get_many(url: str, total: int, warm_up: int = 0):
-    """``total`` sequential GETs on one connection, after ``warm_up`` unmeasured ones on the
+async def _get_many(url: str, total: int, unmeasured: int = 0):
+    """``total`` sequential GETs on one connection, after ``unmeasured`` ones on the
     same connection (so on the same server process: a new connection may reach another)."""
     latencies = []
     async with aiohttp.ClientSession() as session:
-        for _ in range(warm_up):
+        for _ in range(unmeasured):
             async with session.get(url) as reply:
                 await reply.read()
         started = time.perf_counter()

@@ -23,9 +23,10 @@ def make_engine(database_url: str) -> Engine:
         # then writes fails at once with "database is locked" when another process wrote between.
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
+    connect_args = {}
     if url.get_backend_name() == "postgresql":
         _decode_json_with_orjson()
-    connect_args = {"connect_timeout": 2} if url.get_backend_name() == "postgresql" else {}
+        connect_args = {"connect_timeout": 2}
     return create_engine(
         url,
         pool_pre_ping=True,
