@@ -6,7 +6,12 @@ and beat on free ports, injects its fault for real, lets the pipeline recover, a
 - accepted: uploads answered 201;
 - stored / rejected / failed / deleted: their final states;
 - lost: accepted uploads that reached none of those states (must be 0);
-- objects: objects in the bucket (must equal stored: no duplicates, no orphans).
+- objects: objects in the bucket (must equal stored: no duplicates, no orphans);
+- recovery: seconds from the end of the fault (the dependency back, the worker killed) to
+  the last file settled.
+
+Timings are those of ``tests.services.SHORTENED`` (each shortened there says why), except in
+the scenarios marked shipped, which run with every setting at its default.
 """
 
 from __future__ import annotations
@@ -84,8 +89,10 @@ def worker_killed(env: FaultEnv, n: int) -> list[str]:
     names = [upload(client, *payload(i, 256 * 1024)) for i in range(n)]
     time.sleep(1.5)
     kill_tree(first.process.pid)  # mid-push of some file, others still queued
+    env.fault_over = time.monotonic()
     env.proxy.bandwidth = None
     env.worker("second")
+    env.beat()
     return names
 
 
@@ -96,6 +103,7 @@ def redis_down(env: FaultEnv, n: int) -> list[str]:
     env.redis.stop()
     names = [upload(client, *payload(i)) for i in range(n)]
     env.redis.start()  # empty: only the outbox remembers
+    env.fault_over = time.monotonic()
     return names
 
 
@@ -107,6 +115,7 @@ def store_down(env: FaultEnv, n: int) -> list[str]:
     names = [upload(client, *payload(i)) for i in range(n)]
     time.sleep(3)
     env.s3.start()
+    env.fault_over = time.monotonic()
     return names
 
 
@@ -120,6 +129,7 @@ def store_down_past_retries(env: FaultEnv, n: int) -> list[str]:
     before = settle(env, names, timeout=60, wanted=("failed", "rejected"))
     env.note = f"failed before requeue={sum(v == 'failed' for v in before.values())}"
     env.s3.start()
+    env.fault_over = time.monotonic()
     app.test_cli_runner().invoke(args=["requeue-failed", "--all"])
     return names
 
@@ -144,10 +154,14 @@ def lost_publish(env: FaultEnv, n: int) -> list[str]:
 
     client = env.app(redis_url=f"redis://127.0.0.1:{free_port()}/0").test_client()
     names = [upload(client, *payload(i)) for i in range(n)]
+    env.fault_over = time.monotonic()
     env.worker()
     env.beat()
     return names
 
+
+#: Scenarios that prove a recovery bound of the shipped settings run with all of them.
+SHIPPED = {"worker SIGKILL mid-push"}
 
 SCENARIOS: dict[str, Callable[[FaultEnv, int], list[str]]] = {
     "worker SIGKILL mid-push": worker_killed,
@@ -161,11 +175,13 @@ SCENARIOS: dict[str, Callable[[FaultEnv, int], list[str]]] = {
 
 def run(name: str, scenario, n: int) -> str:
     with tempfile.TemporaryDirectory(prefix="faults-") as tmp:
-        env = make_fault_env(Path(tmp))
+        env = make_fault_env(Path(tmp), shipped=name in SHIPPED)
         try:
+            started = time.monotonic()
             names = scenario(env, n)
             accepted = [x for x in names if x]
-            final = settle(env, accepted)
+            final = settle(env, accepted, timeout=240)
+            recovery = time.monotonic() - getattr(env, "fault_over", started)
             counts = {state: sum(v == state for v in final.values()) for state in FINAL}
             lost = len(accepted) - sum(counts.values())
             stored_objects = objects(env)
@@ -175,7 +191,7 @@ def run(name: str, scenario, n: int) -> str:
     return (
         f"{name:40} accepted={len(accepted):3} stored={counts['stored']:3} "
         f"rejected={counts['rejected']:3} failed={counts['failed']:3} lost={lost} "
-        f"objects={stored_objects} {note}"
+        f"objects={stored_objects} recovery={recovery:.0f}s {note}"
     ).rstrip()
 
 

@@ -6,8 +6,10 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Enum, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, Enum, ForeignKey, Integer, String, Text, literal
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 
@@ -30,6 +32,34 @@ class UTCDateTime(TypeDecorator):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+class db_now(FunctionElement):
+    """The database server's clock, ``seconds`` ahead (or behind, when negative).
+
+    Leases and outbox ages are written and compared with this one clock, so API hosts,
+    workers and beat whose clocks disagree still agree on what has lapsed.
+    """
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+    def __init__(self, seconds: float = 0) -> None:
+        super().__init__(literal(float(seconds)))
+
+
+@compiles(db_now, "postgresql")
+def _db_now_postgresql(element, compiler, **kw) -> str:
+    seconds = compiler.process(element.clauses, **kw)
+    return f"(statement_timestamp() + make_interval(secs => {seconds}))"
+
+
+@compiles(db_now, "sqlite")
+def _db_now_sqlite(element, compiler, **kw) -> str:
+    # The text SQLAlchemy stores SQLite datetimes as (microseconds, six digits), so that
+    # stored values and this clock compare as strings.
+    seconds = compiler.process(element.clauses, **kw)
+    return f"strftime('%Y-%m-%d %H:%M:%f000', 'now', printf('%+.3f seconds', {seconds}))"
 
 
 class Base(DeclarativeBase):
@@ -89,6 +119,10 @@ class File(Base):
     uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     stored_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    #: Who is working on the file (``processing``) and until when, by the database's clock:
+    #: the worker renews the lease while it works; the reconciler takes back a lapsed one.
+    claim: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class OutboxEntry(Base):
@@ -103,6 +137,6 @@ class OutboxEntry(Base):
             OutboxKind, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]
         )
     )
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=db_now(), index=True)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     publish_count: Mapped[int] = mapped_column(Integer, default=0)

@@ -10,12 +10,12 @@ import logging
 import os
 import threading
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from common.models import OutboxEntry, OutboxKind, utcnow
+from common.models import OutboxEntry, OutboxKind, db_now
 from common.queue import DELETE_OBJECT, EXTRACT_METADATA, INGEST
 
 TASK_FOR_KIND = {
@@ -39,7 +39,25 @@ def mark_published(session: Session, file_ids: list[int], kind: OutboxKind, time
     session.execute(
         update(OutboxEntry)
         .where(OutboxEntry.file_id.in_(file_ids), OutboxEntry.kind == kind)
-        .values(published_at=utcnow(), publish_count=OutboxEntry.publish_count + times)
+        .values(published_at=db_now(), publish_count=OutboxEntry.publish_count + times)
+    )
+
+
+def unmark_published(session: Session, file_ids: list[int], kind: OutboxKind) -> None:
+    """Undo ``mark_published`` for entries whose publish did not reach the broker."""
+    session.execute(
+        update(OutboxEntry)
+        .where(OutboxEntry.file_id.in_(file_ids), OutboxEntry.kind == kind)
+        .values(published_at=None, publish_count=OutboxEntry.publish_count - 1)
+    )
+
+
+def make_due(session: Session, file_ids: list[int], kind: OutboxKind) -> None:
+    """Entries to publish again at the reconciler's next look, without waiting to go stale."""
+    session.execute(
+        update(OutboxEntry)
+        .where(OutboxEntry.file_id.in_(file_ids), OutboxEntry.kind == kind)
+        .values(published_at=None, created_at=db_now(-UNSENT_GRACE.total_seconds()))
     )
 
 
@@ -105,7 +123,7 @@ def touch(session: Session, file_id: int, kind: OutboxKind) -> None:
     session.execute(
         update(OutboxEntry)
         .where(OutboxEntry.file_id == file_id, OutboxEntry.kind == kind)
-        .values(published_at=utcnow())
+        .values(published_at=db_now())
     )
 
 
@@ -121,7 +139,7 @@ def hand_over(session: Session, file_id: int, done_kind: OutboxKind, next_kind: 
     result = session.execute(
         update(OutboxEntry)
         .where(OutboxEntry.file_id == file_id, OutboxEntry.kind == done_kind)
-        .values(kind=next_kind, created_at=utcnow(), published_at=None, publish_count=0)
+        .values(kind=next_kind, created_at=db_now(), published_at=None, publish_count=0)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount == 0:
@@ -129,14 +147,16 @@ def hand_over(session: Session, file_id: int, done_kind: OutboxKind, next_kind: 
 
 
 def due(
-    session: Session, *, stale_after: timedelta, limit: int, skip_locked: bool, now: datetime
+    session: Session, *, stale_after: timedelta, limit: int, skip_locked: bool
 ) -> list[OutboxEntry]:
-    """Entries never published (past a short grace) or published long ago and still open."""
+    """Entries never published (past a short grace) or published long ago and still open,
+    by the database's clock."""
+    grace, stale = UNSENT_GRACE.total_seconds(), stale_after.total_seconds()
     query = (
         select(OutboxEntry)
         .where(
-            ((OutboxEntry.published_at.is_(None)) & (OutboxEntry.created_at < now - UNSENT_GRACE))
-            | (OutboxEntry.published_at < now - stale_after)
+            (OutboxEntry.published_at.is_(None) & (OutboxEntry.created_at < db_now(-grace)))
+            | (OutboxEntry.published_at < db_now(-stale))
         )
         .order_by(OutboxEntry.id)
         .limit(limit)

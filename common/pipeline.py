@@ -10,21 +10,28 @@ from __future__ import annotations
 import atexit
 import hashlib
 import logging
+import os
+import secrets
+import socket
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from common import outbox
 from common.db import Database
-from common.models import OPEN_STATES, File, FileStatus, OutboxKind, utcnow
+from common.models import OPEN_STATES, File, FileStatus, OutboxKind, db_now, utcnow
 from common.naming import CANONICAL_TYPES
 from common.queue import Publisher
 from common.settings import Settings
 from common.staging import StagedUpload, remove_staged, staged_path
+from common.states import free_for, lease_lapsed, sources
 from common.storage import PutRequest, Storage, StorageUnavailable, ascii_metadata
 
 log = logging.getLogger(__name__)
@@ -101,7 +108,7 @@ class Pipeline:
         """Mark a file deleted and remove its object; False when there is no such live file."""
         with self.db.session() as session:
             file = session.query(File).filter_by(name=name).one_or_none()
-            if file is None or not _transition(session, file.id, None, FileStatus.DELETED):
+            if file is None or not _transition(session, file.id, FileStatus.DELETED):
                 return False
             outbox.add(session, file.id, OutboxKind.DELETE)
             file_id = file.id
@@ -119,34 +126,88 @@ class Pipeline:
     # -- worker side ------------------------------------------------------------------------
 
     def ingest(self, file_id: int) -> FileStatus | None:
-        """Verify a staged file and push it to the store; returns the file's final status.
+        """Verify a staged file and push it to the store; returns the file's status after.
 
-        Raises ``StorageUnavailable`` (and database errors) for the task to retry.
+        The delivery first claims the file with a lease that it renews while it works; a
+        delivery that finds a live claim of another leaves the file to it (a dead holder's
+        lease lapses and the reconciler hands the file out again). Raises
+        ``StorageUnavailable`` (and database errors) for the task to retry, after releasing
+        the claim.
         """
+        claim = _new_claim()
+        file = self._claim(file_id, claim)
+        if file is None:
+            return None
+        if file.claim != claim:
+            if file.status not in OPEN_STATES:
+                return self._settle(file)
+            log.info("file %s is being processed under claim %s", file_id, file.claim)
+            return file.status
+        try:
+            with self._renewing(file_id, claim):
+                try:
+                    return self._verify_and_push(file, claim)
+                except FileNotFoundError:  # the staged copy vanished: another delivery finished
+                    return self._recover_missing_stage(file, claim)
+        except BaseException:
+            self._release(file_id, claim)
+            raise
+
+    def _claim(self, file_id: int, claim: str) -> File | None:
+        """Take the file for this delivery (pending, lapsed, or held by a dead process of
+        this host) and load it; a file held by someone else is loaded as it is."""
         with self.db.session() as session:
-            # Claim and load in one statement; only a file that is not open needs a second look.
-            file = session.scalars(
-                update(File)
-                .where(File.id == file_id, File.status.in_(OPEN_STATES))
-                .values(
-                    status=FileStatus.PROCESSING,
-                    attempts=File.attempts + 1,
-                    updated_at=utcnow(),
-                )
-                .returning(File)
-            ).one_or_none()
+            lease = self.settings.claim_lease
+            file = session.scalars(_claiming(file_id, claim, free_for(None), lease)).one_or_none()
             if file is None:
                 file = session.get(File, file_id)
-                if file is None:
-                    return None
-        if file.status not in OPEN_STATES:
-            return self._settle(file)
-        try:
-            return self._verify_and_push(file)
-        except FileNotFoundError:  # the staged copy vanished: another delivery finished first
-            return self._recover_missing_stage(file)
+                if file is not None and _holder_is_dead(file):
+                    taken = _claiming(file_id, claim, File.claim == file.claim, lease)
+                    file = session.scalars(taken).one_or_none() or file
+        return file
 
-    def _verify_and_push(self, file: File) -> FileStatus:
+    @contextmanager
+    def _renewing(self, file_id: int, claim: str) -> Iterator[None]:
+        """Renew the claim's lease every third of CLAIM_LEASE while the body runs."""
+        lease = self.settings.claim_lease
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(lease / 3):
+                try:
+                    with self.db.session() as session:
+                        session.execute(
+                            update(File)
+                            .where(File.id == file_id, File.claim == claim)
+                            .values(lease_until=db_now(lease))
+                        )
+                except Exception as exc:  # the lease lapses; the reconciler takes over
+                    log.warning("could not renew the claim on file %s: %s", file_id, exc)
+
+        thread = threading.Thread(target=renew, daemon=True, name=f"lease-{file_id}")
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+
+    def _release(self, file_id: int, claim: str) -> None:
+        """Give the file back (pending) so that a retry or another delivery can claim it."""
+        try:
+            with self.db.session() as session:
+                _transition(
+                    session,
+                    file_id,
+                    FileStatus.PENDING,
+                    File.claim == claim,
+                    claim=None,
+                    lease_until=None,
+                )
+        except Exception as exc:  # the lease lapses instead
+            log.warning("could not release the claim on file %s: %s", file_id, exc)
+
+    def _verify_and_push(self, file: File, claim: str) -> FileStatus:
         from common.sniff import check_content  # libmagic and Pillow: loaded by workers only
 
         path = staged_path(self.settings.staging_dir, file.name)
@@ -155,12 +216,16 @@ class Pipeline:
         )
         if not verdict.ok:
             return self._finish(
-                file, FileStatus.REJECTED, error=verdict.reason, content_type=verdict.detected
+                file,
+                FileStatus.REJECTED,
+                claim,
+                error=verdict.reason,
+                content_type=verdict.detected,
             )
         sha256, md5 = _digests(path)
         if sha256 != file.sha256:
             return self._finish(
-                file, FileStatus.FAILED, error="Промежуточная копия файла повреждена"
+                file, FileStatus.FAILED, claim, error="Промежуточная копия файла повреждена"
             )
         info = self.storage.put(
             PutRequest(
@@ -173,20 +238,22 @@ class Pipeline:
             )
         )
         return self._finish(
-            file, FileStatus.STORED, md5=md5, etag=info.etag, stored_at=info.last_modified
+            file, FileStatus.STORED, claim, md5=md5, etag=info.etag, stored_at=info.last_modified
         )
 
     def fail(self, file_id: int, reason: str) -> None:
-        """After the last retry the file ends ``failed`` with the reason; its bytes stay staged."""
+        """After the last retry the file ends ``failed`` with the reason; its bytes stay staged.
+
+        A file that another delivery holds under a live claim is left to it.
+        """
         with self.db.session() as session:
-            if _transition(session, file_id, OPEN_STATES, FileStatus.FAILED, error=reason):
-                outbox.done(session, file_id, OutboxKind.INGEST)
+            give_up(session, file_id, reason)
 
     def requeue_failed(self, file_id: int) -> bool:
         """Put a ``failed`` file back in the pipeline (operator command, beat)."""
         with self.db.session() as session:
             if not _transition(
-                session, file_id, (FileStatus.FAILED,), FileStatus.PENDING, error=None
+                session, file_id, FileStatus.PENDING, File.status == FileStatus.FAILED, error=None
             ):
                 return False
             outbox.add(session, file_id, OutboxKind.INGEST)
@@ -231,10 +298,17 @@ class Pipeline:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _finish(self, file: File, status: FileStatus, **values) -> FileStatus:
-        """Move an open file to its final state; whoever loses the race settles what it found."""
+    def _finish(self, file: File, status: FileStatus, claim: str, **values) -> FileStatus:
+        """Move a file to its final state; whoever loses the race settles what it found.
+
+        A verified push wins over anything but a delete (also over a give-up that happened
+        while it pushed: the object is there); a failure never overrides a live claim of
+        another delivery.
+        """
+        guard = free_for(claim) if status == FileStatus.FAILED else None
         with self.db.session() as session:
-            won = _transition(session, file.id, OPEN_STATES, status, **values)
+            released = {"claim": None, "lease_until": None}
+            won = _transition(session, file.id, status, guard, **released, **values)
             if won and status == FileStatus.STORED:
                 outbox.hand_over(session, file.id, OutboxKind.INGEST, OutboxKind.METADATA)
             elif won:
@@ -258,7 +332,7 @@ class Pipeline:
             self._drop(file.id, OutboxKind.INGEST)
         return file.status
 
-    def _recover_missing_stage(self, file: File) -> FileStatus:
+    def _recover_missing_stage(self, file: File, claim: str) -> FileStatus:
         """No staged bytes: an earlier delivery may have pushed them; the store's copy decides."""
         with self.db.session() as session:
             current = session.get(File, file.id)
@@ -267,11 +341,17 @@ class Pipeline:
         try:
             info = self.storage.head(file.name)
         except FileNotFoundError:
-            return self._finish(file, FileStatus.FAILED, error="Промежуточная копия файла утеряна")
-        if info.metadata.get("sha256") != file.sha256:
-            return self._finish(file, FileStatus.FAILED, error="Промежуточная копия файла утеряна")
+            info = None
+        if info is None or info.metadata.get("sha256") != file.sha256:
+            lost = "Промежуточная копия файла утеряна"
+            return self._finish(file, FileStatus.FAILED, claim, error=lost)
         return self._finish(
-            file, FileStatus.STORED, etag=info.etag, stored_at=info.last_modified, md5=info.etag
+            file,
+            FileStatus.STORED,
+            claim,
+            etag=info.etag,
+            stored_at=info.last_modified,
+            md5=info.etag,
         )
 
     def keep_alive(self, file_id: int, kind: OutboxKind) -> None:
@@ -287,21 +367,85 @@ class Pipeline:
 def _transition(
     session: Session,
     file_id: int,
-    from_states: tuple[FileStatus, ...] | None,
     to: FileStatus,
-    *,
-    attempts: bool = False,
+    guard: ColumnElement[bool] | None = None,
     **values,
 ) -> bool:
-    """Conditionally move a file to ``to``; ``from_states=None`` means from any live state."""
-    allowed = from_states or tuple(s for s in FileStatus if s != FileStatus.DELETED)
+    """Move a file to ``to`` if the transition table allows it from its current status (and
+    ``guard`` holds); False when another change got there first."""
+    condition = [File.id == file_id, File.status.in_(sources(to))]
+    if guard is not None:
+        condition.append(guard)
     values = {"status": to, "updated_at": utcnow(), **values}
-    if attempts:
-        values["attempts"] = File.attempts + 1
-    result = session.execute(
-        update(File).where(File.id == file_id, File.status.in_(allowed)).values(**values)
-    )
+    result = session.execute(update(File).where(*condition).values(**values))
     return result.rowcount == 1
+
+
+def give_up(session: Session, file_id: int, reason: str) -> bool:
+    """End an unfinished file ``failed`` with ``reason`` and drop its ingest entry, in the
+    caller's transaction; False (entry kept) while another delivery holds a live claim."""
+    if _transition(session, file_id, FileStatus.FAILED, free_for(None), error=reason):
+        outbox.done(session, file_id, OutboxKind.INGEST)
+        return True
+    status = session.scalar(select(File.status).where(File.id == file_id))
+    if status not in OPEN_STATES:  # finished (or gone) meanwhile: nothing left to give up
+        outbox.done(session, file_id, OutboxKind.INGEST)
+    return False
+
+
+def reclaim_lapsed(session: Session, limit: int, *, skip_locked: bool) -> list[int]:
+    """Take back ``processing`` files whose claim lapsed (their worker died): they become
+    ``pending`` and their ingest entries due for publishing at once."""
+    query = select(File.id).where(File.status == FileStatus.PROCESSING, lease_lapsed()).limit(limit)
+    if skip_locked:
+        query = query.with_for_update(skip_locked=True)
+    ids = list(session.scalars(query))
+    if ids:
+        session.execute(
+            update(File)
+            .where(File.id.in_(ids), File.status == FileStatus.PROCESSING, lease_lapsed())
+            .values(status=FileStatus.PENDING, claim=None, lease_until=None, updated_at=utcnow())
+        )
+        outbox.make_due(session, ids, OutboxKind.INGEST)
+    return ids
+
+
+def _new_claim() -> str:
+    """A claim names its holder (host and process) and is unique to one delivery."""
+    return f"{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(6)}"
+
+
+def _holder_is_dead(file: File) -> bool:
+    """The file is claimed by a process of this host that no longer runs (a pool process
+    killed mid-task, whose task came straight back): no need to wait for its lease."""
+    if file.status != FileStatus.PROCESSING or not file.claim:
+        return False
+    host, _, rest = file.claim.rpartition(":")[0].rpartition(":")
+    if host != socket.gethostname()[:80] or not rest.isdigit() or int(rest) == os.getpid():
+        return False
+    try:
+        os.kill(int(rest), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
+
+
+def _claiming(file_id: int, claim: str, condition: ColumnElement[bool], lease: int):
+    """The UPDATE that claims a file under ``condition`` and returns it."""
+    return (
+        update(File)
+        .where(File.id == file_id, File.status.in_(sources(FileStatus.PROCESSING)), condition)
+        .values(
+            status=FileStatus.PROCESSING,
+            attempts=File.attempts + 1,
+            claim=claim,
+            lease_until=db_now(lease),
+            updated_at=utcnow(),
+        )
+        .returning(File)
+    )
 
 
 def _digests(path: Path) -> tuple[str, str]:

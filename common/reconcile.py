@@ -1,8 +1,13 @@
 """What beat runs every RECONCILE_INTERVAL: nothing accepted is left behind.
 
+- takes back files whose worker died (their claim's lease lapsed) and publishes them again;
 - publishes outbox entries that never reached the broker, or whose message went missing (stale);
 - gives up on an entry published OUTBOX_MAX_PUBLISHES times: the file ends ``failed``;
 - removes staged bytes nobody needs any more (finished files, uploads whose row never committed).
+
+Passes may overlap (beat and ``flask reconcile``, or a pass longer than the interval): an
+entry is marked published in the transaction that picks it, before it is sent, so a second
+pass does not pick it again; what the broker refused is unmarked after.
 """
 
 from __future__ import annotations
@@ -16,9 +21,9 @@ from pathlib import Path
 from sqlalchemy import select
 
 from common import outbox
-from common.models import File, FileStatus, OutboxKind, utcnow
+from common.models import File, FileStatus, OutboxKind
 from common.naming import is_generated_name
-from common.pipeline import Pipeline
+from common.pipeline import Pipeline, give_up, reclaim_lapsed
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +35,7 @@ _KEEP_STAGED = (FileStatus.PENDING, FileStatus.PROCESSING, FileStatus.FAILED)
 
 @dataclass
 class ReconcileReport:
+    reclaimed: int = 0
     published: int = 0
     failed: int = 0
     reaped: int = 0
@@ -38,9 +44,15 @@ class ReconcileReport:
 def reconcile(pipeline: Pipeline) -> ReconcileReport:
     """One pass of the reconciler."""
     report = ReconcileReport()
+    pipeline.marks.flush()  # this process's own publishes, recorded before looking
+    with pipeline.db.session() as session:
+        reclaimed = reclaim_lapsed(session, BATCH, skip_locked=pipeline.db.supports_skip_locked)
+    report.reclaimed = len(reclaimed)
+    if reclaimed:
+        log.warning("reconcile: took back files whose worker stopped: %s", reclaimed)
     _republish(pipeline, report)
     _reap_staging(pipeline, report)
-    if report.published or report.failed or report.reaped:
+    if report.reclaimed or report.published or report.failed or report.reaped:
         log.info("reconcile: %s", report)
     return report
 
@@ -54,20 +66,32 @@ def _republish(pipeline: Pipeline, report: ReconcileReport) -> None:
             stale_after=timedelta(seconds=settings.outbox_stale_after),
             limit=BATCH,
             skip_locked=db.supports_skip_locked,
-            now=utcnow(),
         )
-        give_up = [e for e in entries if e.publish_count >= settings.outbox_max_publishes]
-        for entry in give_up:
-            outbox.done(session, entry.file_id, entry.kind)
-        retry = [(e.file_id, e.kind) for e in entries if e not in give_up]
-    for entry in give_up:
-        if entry.kind == OutboxKind.INGEST:
-            reason = f"Файл не обработан после {entry.publish_count} попыток"
-            pipeline.fail(entry.file_id, reason)
-            report.failed += 1
-    for file_id, kind in retry:
-        report.published += pipeline.publish(file_id, kind)
-    pipeline.marks.flush()  # a background job can afford to record its publishes at once
+        hopeless = [e for e in entries if e.publish_count >= settings.outbox_max_publishes]
+        for entry in hopeless:  # given up in the same transaction: never entry-less and open
+            if entry.kind != OutboxKind.INGEST:
+                outbox.done(session, entry.file_id, entry.kind)
+            elif give_up(
+                session, entry.file_id, f"Файл не обработан после {entry.publish_count} попыток"
+            ):
+                report.failed += 1
+        retry = [(e.file_id, e.kind, e.publish_count) for e in entries if e not in hopeless]
+        by_kind: dict[OutboxKind, list[int]] = {}
+        for file_id, kind, _count in retry:
+            by_kind.setdefault(kind, []).append(file_id)
+        for kind, file_ids in by_kind.items():
+            outbox.mark_published(session, file_ids, kind)
+    unsent: dict[OutboxKind, list[int]] = {}
+    for file_id, kind, count in retry:
+        # A task id of its own per publish (``ingest-<file>-<n>``), as Flower shows them.
+        if pipeline.publisher.send(outbox.TASK_FOR_KIND[kind], file_id, attempt=count + 1):
+            report.published += 1
+        else:
+            unsent.setdefault(kind, []).append(file_id)
+    if unsent:
+        with db.session() as session:
+            for kind, file_ids in unsent.items():
+                outbox.unmark_published(session, file_ids, kind)
 
 
 def _reap_staging(pipeline: Pipeline, report: ReconcileReport) -> None:

@@ -137,6 +137,10 @@ class Settings:
     reconcile_interval: float = _setting("RECONCILE_INTERVAL", 15.0, _positive_float)
     outbox_stale_after: int = _setting("OUTBOX_STALE_AFTER", 3900, _positive_int)
     outbox_max_publishes: int = _setting("OUTBOX_MAX_PUBLISHES", 10, _positive_int)
+    # A worker renews its claim on a file every third of this; a claim not renewed for this
+    # long is taken back by the reconciler (its worker died), so a dead worker's files move
+    # again within CLAIM_LEASE + RECONCILE_INTERVAL.
+    claim_lease: int = _setting("CLAIM_LEASE", 60, _positive_int)
     max_image_pixels: int = _setting("MAX_IMAGE_PIXELS", 50_000_000, _positive_int)
 
     @classmethod

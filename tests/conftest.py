@@ -134,6 +134,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "LOG_FORMAT": settings.log_format,
         "OUTBOX_STALE_AFTER": str(settings.outbox_stale_after),
         "RECONCILE_INTERVAL": str(settings.reconcile_interval),
+        "OUTBOX_MAX_PUBLISHES": str(settings.outbox_max_publishes),
+        "CLAIM_LEASE": str(settings.claim_lease),
     }
     if settings.s3_bucket:
         env["S3_BUCKET"] = settings.s3_bucket

@@ -12,3 +12,11 @@ def fault_env(tmp_path) -> Iterator[FaultEnv]:
     env = make_fault_env(tmp_path)
     yield env
     env.close()
+
+
+@pytest.fixture
+def shipped_fault_env(tmp_path) -> Iterator[FaultEnv]:
+    """Services of its own with every setting at its shipped default (no ``SHORTENED``)."""
+    env = make_fault_env(tmp_path, shipped=True)
+    yield env
+    env.close()

@@ -13,15 +13,21 @@ from pathlib import Path
 
 import psutil
 import psycopg
+import pytest
+from sqlalchemy import select
 
 from common.db import Database
 from common.models import File, FileStatus
 from common.queue import INGEST
+from common.settings import Settings
 from tests import multipart
 from tests.conftest import PG_URL, eventually, free_port, migrate, wait_for_status
 from tests.tcpproxy import TcpProxy
 
 MIB = 1024 * 1024
+#: Settings that place a fault environment (its own database, Redis, store, directories).
+LOCAL = ("database_url", "redis_url", "storage_backend", "s3_bucket", "s3_endpoint_url")
+LOCAL += ("staging_dir", "storage_dir", "secret_key", "ratelimit_enabled")
 
 
 def upload(client, data: bytes, name: str = "a.txt"):
@@ -46,8 +52,20 @@ def staged(env, name: str) -> Path:
     return Path(env.settings.staging_dir, name)
 
 
-def test_worker_killed_mid_push_redelivers_and_stores_once(fault_env):
-    env = fault_env
+def attempts_of(env, name: str) -> int:
+    with env.db.session() as session:
+        return session.scalar(select(File.attempts).where(File.name == name)) or 0
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_push_is_picked_up_within_two_minutes_with_shipped_settings(
+    shipped_fault_env,
+):
+    """The whole worker (main process and pool) SIGKILLed mid-push: its task stays
+    unacknowledged in Redis for VISIBILITY_TIMEOUT (an hour); the claim's lease lapses and
+    beat's reconciler hands the file to another worker."""
+    env = shipped_fault_env
+    assert env.settings == Settings.from_env({}, **{k: getattr(env.settings, k) for k in LOCAL})
     env.proxy.bandwidth = 512 * 1024  # a 2 MiB push takes about 4 s
     first = env.worker("first", queues="uploads")
     client = env.app().test_client()
@@ -56,14 +74,41 @@ def test_worker_killed_mid_push_redelivers_and_stores_once(fault_env):
     wait_for_status(env.db, name, {"processing"})
     time.sleep(1.5)  # well inside the push
     kill_tree(first.process.pid)
+    killed_at = time.monotonic()
     assert objects(env) == []
     env.proxy.bandwidth = None
     env.worker("second")
-    file = wait_for_status(env.db, name, {"stored"}, timeout=60)
-    assert file.attempts >= 2  # the killed delivery and the redelivery
+    env.beat()
+    # Picked up again (a second claim) within two minutes of the death.
+    assert eventually(lambda: attempts_of(env, name) >= 2, timeout=120)
+    picked_up_after = time.monotonic() - killed_at
+    file = wait_for_status(env.db, name, {"stored"}, timeout=max(1, 150 - picked_up_after))
+    print(f"picked up {picked_up_after:.0f} s after the kill")
+    assert file.attempts == 2  # the killed delivery and the one after it, no more
     assert objects(env) == [name]
     assert env.direct_store().head(name).size == len(data)
     assert not staged(env, name).exists()
+
+
+def test_pool_process_killed_mid_push_is_taken_over_at_once(shipped_fault_env):
+    """Only the pool processes die (the OOM killer's way): the worker's main process puts the
+    task back at once (reject_on_worker_lost), and the new delivery sees that the claim's
+    holder is gone, so it does not wait for the lease."""
+    env = shipped_fault_env
+    env.proxy.bandwidth = 512 * 1024
+    worker = env.worker("only", queues="uploads")
+    client = env.app().test_client()
+    data = b"%PDF-1.4\n" + os.urandom(2 * MIB)
+    name = upload(client, data, "big.pdf").get_json()["filename"]
+    wait_for_status(env.db, name, {"processing"})
+    time.sleep(1.5)
+    for child in psutil.Process(worker.process.pid).children(recursive=True):
+        child.send_signal(signal.SIGKILL)
+    env.proxy.bandwidth = None
+    # Well inside CLAIM_LEASE (60 s): no beat runs here, so only the takeover can store it.
+    file = wait_for_status(env.db, name, {"stored"}, timeout=30)
+    assert file.attempts == 2
+    assert objects(env) == [name]
 
 
 def test_redis_down_uploads_still_accepted_then_stored(fault_env):
