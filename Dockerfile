@@ -18,6 +18,6 @@ RUN pip install --no-cache-dir -c constraints.txt . \
  && chown app:app /staging /app/var
 
 USER app
-ENV PYTHONUNBUFFERED=1 LOG_FORMAT=json
+ENV PYTHONUNBUFFERED=1 LOG_FORMAT=json GUNICORN_BIND=0.0.0.0:5000
 EXPOSE 5000
 CMD ["gunicorn", "api:create_app()"]

@@ -18,7 +18,9 @@ from common.logs import dict_config
 from common.settings import Settings
 from common.staging import FRAMING_ALLOWANCE
 
-bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:5000")
+# Loopback by default: clients reach the API through the front proxy (deploy/nginx), never
+# gunicorn itself. Containers bind their own network (Dockerfile), still behind the proxy.
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:5000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))

@@ -83,10 +83,10 @@ def kill_tree(pid: int) -> None:
 
 
 def worker_killed(env: FaultEnv, n: int) -> list[str]:
-    env.proxy.bandwidth = 2 * MIB
+    env.proxy.bandwidth = MIB // 2  # a push of 1 MiB takes 2 s: some are in flight at the kill
     first = env.worker("first", queues="uploads")
     client = env.app().test_client()
-    names = [upload(client, *payload(i, 256 * 1024)) for i in range(n)]
+    names = [upload(client, *payload(i, MIB)) for i in range(n)]
     time.sleep(1.5)
     kill_tree(first.process.pid)  # mid-push of some file, others still queued
     env.fault_over = time.monotonic()

@@ -31,7 +31,7 @@ def compose() -> dict:
 
 def test_compose_file_is_valid_and_has_every_part():
     services = compose()["services"]
-    assert set(services) == {"redis", "postgres", "minio", *ENTRY_POINTS}
+    assert set(services) == {"proxy", "redis", "postgres", "minio", *ENTRY_POINTS}
 
 
 def test_app_services_run_spec_entry_points():
@@ -64,7 +64,7 @@ def test_ordering_health_and_shared_staging():
 
     assert staging("api") == staging("worker-uploads") == {"staging"}
     env = services["api"]["environment"]
-    assert env["S3_PUBLIC_ENDPOINT_URL"] == "http://localhost:9000"
+    assert env["S3_PUBLIC_ENDPOINT_URL"] == "http://localhost:8080"  # through the proxy
     assert env["STAGING_DIR"] == "/staging"
     assert "FLOWER_BASIC_AUTH" in services["flower"]["environment"]
 
@@ -74,3 +74,25 @@ def test_scalable_services_have_no_fixed_names_or_host_ports():
     for name in ("worker-uploads", "worker-metadata"):
         assert "container_name" not in services[name]
         assert "ports" not in services[name]
+
+
+def test_the_proxy_is_the_only_published_port():
+    services = compose()["services"]
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published == {"proxy"}
+    proxy = services["proxy"]
+    assert proxy["image"].startswith("nginx:")
+    mounts = [v["source"] if isinstance(v, dict) else v.split(":")[0] for v in proxy["volumes"]]
+    assert any(m.endswith("deploy/nginx/nginx.conf.template") for m in mounts)
+    assert proxy["environment"]["API_UPSTREAM"] == "api:5000"
+    assert services["api"]["environment"]["TRUSTED_PROXY_COUNT"] == "1"
+
+
+def test_redis_keeps_its_data_on_a_volume():
+    redis = compose()["services"]["redis"]
+    command = " ".join(redis["command"])
+    assert "--appendonly yes" in command
+    assert any(
+        (v["target"] if isinstance(v, dict) else v.split(":")[1]) == "/data"
+        for v in redis["volumes"]
+    )

@@ -60,6 +60,15 @@ def test_dev_stack_runs_stores_and_stops_cleanly(tmp_path):
         assert requests.get(url, timeout=5).content == b"hello from curl\n"
         started = psutil.Process(stack.pid).children(recursive=True)
         assert len(started) >= 5
+        # A local stack: every port it opened listens on loopback only.
+        listening = {
+            (conn.laddr.ip, conn.laddr.port)
+            for process in started
+            for conn in process.net_connections("inet")
+            if conn.status == psutil.CONN_LISTEN
+        }
+        assert {port for _, port in listening} >= {api_port, flower_port, redis_port}
+        assert {ip for ip, _ in listening} <= {"127.0.0.1", "::1"}, listening
     finally:
         stack.send_signal(signal.SIGINT)
         stack.wait(60)

@@ -1,0 +1,186 @@
+"""The shipped nginx configuration in front of a real gunicorn: slow clients, limits, client IPs.
+
+nginx is Debian's package (``scripts/ensure-services`` installs it when missing), run with the
+configuration rendered from ``deploy/nginx/nginx.conf.template`` exactly as shipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import random
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from deploy.nginx.__main__ import render, values_from
+from tests import multipart
+from tests.conftest import Server, eventually, free_port, start_gunicorn
+
+#: client_header_timeout and client_body_timeout of the shipped configuration.
+PROXY_TIMEOUT = 5
+
+
+@dataclass
+class Proxy:
+    host: str
+    port: int
+    api: Server
+    process: subprocess.Popen
+
+    def request(self, method: str, path: str, *, source: str = "127.0.0.1", **kwargs):
+        conn = http.client.HTTPConnection(
+            self.host, self.port, timeout=10, source_address=(source, 0)
+        )
+        try:
+            conn.request(method, path, **kwargs)
+            reply = conn.getresponse()
+            return reply.status, dict(reply.getheaders()), reply.read()
+        finally:
+            conn.close()
+
+
+def start_nginx(tmp: Path, port: int, upstream: str) -> subprocess.Popen:
+    conf = tmp / "nginx.conf"
+    values = values_from({"LISTEN": f"127.0.0.1:{port}", "API_UPSTREAM": upstream})
+    conf.write_text(render(values))
+    with open(tmp / "nginx.log", "wb") as log:  # the child keeps its own copy
+        process = subprocess.Popen(
+            ["nginx", "-p", str(tmp), "-c", str(conf), "-g", f"pid {tmp}/nginx.pid; daemon off;"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    if not eventually(lambda: _listening(port), timeout=10):
+        process.kill()
+        raise RuntimeError((tmp / "nginx.log").read_text())
+    return process
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def proxy(clean_stack, tmp_path) -> Iterator[Proxy]:
+    settings = clean_stack.settings
+    api = start_gunicorn(
+        replace(settings, ratelimit_enabled=True),
+        tmp_path / "gunicorn.log",
+        TRUSTED_PROXY_COUNT="1",
+        GUNICORN_THREADS="4",
+    )
+    port = free_port()
+    nginx = start_nginx(tmp_path, port, api.url.removeprefix("http://"))
+    yield Proxy("127.0.0.1", port, api, nginx)
+    nginx.terminate()
+    nginx.wait(10)
+    api.stop()
+
+
+def loopback_address() -> str:
+    """A client address of its own (127.0.0.0/8 is all loopback), so that rate-limit budgets
+    of earlier runs never meet."""
+    return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+
+
+def _closed(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(4096, socket.MSG_DONTWAIT) == b"" or _closed(sock)
+    except BlockingIOError:
+        return False
+    except OSError:  # reset
+        return True
+
+
+def test_slow_clients_do_not_delay_others_and_are_cut_off(proxy):
+    """200 sockets trickle their headers a byte a second; 50 send an upload's headers and then
+    pause longer than the body timeout. Every other client is served meanwhile, and nginx cuts
+    each slow one within its timeouts."""
+    slow_headers = [socket.create_connection((proxy.host, proxy.port)) for _ in range(200)]
+    slow_bodies = [socket.create_connection((proxy.host, proxy.port)) for _ in range(50)]
+    started = time.monotonic()
+    for sock in slow_headers:
+        sock.sendall(b"GET /files HTTP/1.1\r\nHost: api\r\nX-Slow: ")
+    upload_head = (
+        b"POST /files/upload HTTP/1.1\r\nHost: api\r\nContent-Length: 1000000\r\n"
+        b"Content-Type: multipart/form-data; boundary=x\r\n\r\n--x\r\n"
+    )
+    for sock in slow_bodies:
+        sock.sendall(upload_head)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.wait(1):
+            for sock in slow_headers:
+                with contextlib.suppress(OSError):  # cut already
+                    sock.send(b"a")
+
+    trickler = threading.Thread(target=trickle, daemon=True)
+    trickler.start()
+    probes: list[int] = []
+    try:
+        while time.monotonic() - started < PROXY_TIMEOUT + 3:
+            probes.append(proxy.request("GET", "/files?limit=1")[0])
+            probes.append(proxy.request("GET", "/")[0])
+            time.sleep(0.2)
+        everyone = [*slow_headers, *slow_bodies]
+        cut = eventually(lambda: all(_closed(s) for s in everyone), timeout=PROXY_TIMEOUT)
+        open_after = sum(not _closed(s) for s in everyone)
+    finally:
+        stop.set()
+        trickler.join(5)
+        for sock in [*slow_headers, *slow_bodies]:
+            sock.close()
+    assert len(probes) >= 30 and set(probes) == {200}, probes
+    assert cut, f"{open_after} slow sockets still open {PROXY_TIMEOUT * 2 + 3} s on"
+
+
+def test_the_client_ip_reaches_the_rate_limiter_through_the_proxy(proxy):
+    """Uploads are limited to 5 a minute per client: the sixth from one address is refused,
+    also when it claims another address in X-Forwarded-For; another address is served."""
+    first, second = loopback_address(), loopback_address()
+    body = multipart.file_body("a.txt", b"through the proxy")
+    headers = {"Content-Type": multipart.CONTENT_TYPE}
+
+    def upload(source: str, extra: dict | None = None) -> int:
+        return proxy.request(
+            "POST", "/files/upload", source=source, body=body, headers=headers | (extra or {})
+        )[0]
+
+    assert [upload(first) for _ in range(5)] == [201] * 5
+    assert upload(first) == 429
+    assert upload(first, {"X-Forwarded-For": second}) == 429
+    assert upload(second) == 201
+
+
+def test_the_proxy_answers_its_own_refusals_in_the_error_shape(proxy):
+    status, headers, body = proxy.request(
+        "POST",
+        "/files/upload",
+        body=b"",
+        headers={"Content-Length": str(40 * 1024 * 1024), "Content-Type": "multipart/form-data"},
+    )
+    assert status == 413
+    assert headers["Content-Type"].startswith("application/json")
+    assert json.loads(body) == {
+        "error": "Файл слишком большой",
+        "code": "FILE_TOO_LARGE",
+        "max_size_mb": 16,
+    }
+    status, _, body = proxy.request("GET", "/metrics")
+    assert status == 404 and json.loads(body)["code"] == "NOT_FOUND"
+    proxy.api.stop()
+    status, headers, body = proxy.request("GET", "/files")
+    assert status == 502 and headers["Content-Type"].startswith("application/json")
+    assert json.loads(body)["code"] == "SERVICE_UNAVAILABLE"
