@@ -12,6 +12,8 @@ again with a back-off until it answers. Its sockets time out in 0.25 s, so no re
 
 from __future__ import annotations
 
+import ipaddress
+
 from flask import Flask, request
 from flask_limiter import Limiter
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -30,7 +32,10 @@ def init_limits(app: Flask, settings: Settings) -> Limiter:
     if settings.trusted_proxy_count:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_count)
     limiter = Limiter(
-        key_func=lambda: request.remote_addr or "unknown",
+        key_func=client_key,
+        # Unmatched paths and wrong methods have no endpoint, which flask-limiter would exempt:
+        # they count against the client like any request.
+        request_identifier=lambda: request.endpoint or "unmatched",
         app=app,
         strategy="moving-window",
         # Application limits: one budget per client across all routes, not one per route.
@@ -48,3 +53,18 @@ def init_limits(app: Flask, settings: Settings) -> Limiter:
     upload = app.view_functions["files.upload"]
     app.view_functions["files.upload"] = limiter.limit(settings.ratelimit_upload)(upload)
     return limiter
+
+
+def client_key() -> str:
+    """The client a budget belongs to: its IPv4 address (also when written IPv4-mapped in
+    IPv6), or its IPv6 /64 (one subscriber usually holds a whole /64)."""
+    address = request.remote_addr or "unknown"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6:
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)

@@ -8,6 +8,7 @@ workers decided (stored, rejected, failed).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -27,6 +28,7 @@ from prometheus_client import (
 )
 from sqlalchemy import func, select
 
+from api.errors import ApiError
 from common.logs import request_id
 from common.models import File
 
@@ -34,6 +36,9 @@ log = logging.getLogger("api.access")
 bp = Blueprint("metrics", __name__)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: Methods that get a label of their own; any other (``FOOBAR``) is counted as ``OTHER``, so
+#: that a client cannot add series to /metrics.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 UPLOADS_ACCEPTED = Counter("uploads_accepted", "Uploads answered 201")
 UPLOAD_BYTES = Counter("upload_bytes", "Bytes of accepted uploads")
@@ -66,7 +71,8 @@ def _finish(response: Response) -> Response:
     response.headers["X-Request-ID"] = rid
     elapsed = time.perf_counter() - g.get("request_started", time.perf_counter())
     endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-    REQUEST_LATENCY.labels(request.method, endpoint, response.status_code).observe(elapsed)
+    method = request.method if request.method in KNOWN_METHODS else "OTHER"
+    REQUEST_LATENCY.labels(method, endpoint, response.status_code).observe(elapsed)
     log.info(
         "%s %s %s",
         request.method,
@@ -92,6 +98,8 @@ def _forget(_exc) -> None:
 
 @bp.get("/metrics")
 def metrics():
+    if not _may_read_metrics(request.remote_addr):
+        raise ApiError(404, "NOT_FOUND", "Ресурс не найден")
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
@@ -99,6 +107,18 @@ def metrics():
         registry = REGISTRY
     body = generate_latest(registry) + generate_latest(_file_counts())
     return Response(body, mimetype=CONTENT_TYPE_LATEST)
+
+
+def _may_read_metrics(address: str | None) -> bool:
+    """METRICS_ALLOW holds the client's address (IPv4-mapped IPv6 as its IPv4)."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    allowed = current_app.extensions["settings"].metrics_allow
+    return any(ip in ipaddress.ip_network(net, strict=False) for net in allowed)
 
 
 def _file_counts() -> CollectorRegistry:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import select
@@ -71,8 +72,8 @@ def _json_object() -> dict:
     try:
         data = request.get_json()
     except BadRequest as exc:  # not JSON, or not UTF-8
-        cause = exc.__cause__ or exc.__context__
-        raise ApiError(400, "INVALID_JSON", "Некорректный JSON", details=str(cause)) from None
+        problem = _json_problem(exc.__cause__ or exc.__context__)
+        raise ApiError(400, "INVALID_JSON", "Некорректный JSON", details=problem) from None
     except RecursionError:
         raise ApiError(
             400, "INVALID_JSON", "Некорректный JSON", details="too deeply nested"
@@ -82,6 +83,15 @@ def _json_object() -> dict:
             400, "INVALID_JSON", "Ожидается JSON-объект", details="body must be an object"
         )
     return data
+
+
+def _json_problem(cause: BaseException | None) -> str:
+    """What was wrong with a body, in the API's words (never the decoder's own text)."""
+    if isinstance(cause, UnicodeDecodeError):
+        return "the body is not UTF-8"
+    if isinstance(cause, json.JSONDecodeError):
+        return f"not valid JSON at line {cause.lineno}, column {cause.colno}"
+    return "not valid JSON"
 
 
 def _taken_field(db, payload: UserIn) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import sys
 
 from pythonjsonlogger.json import JsonFormatter
@@ -33,6 +34,25 @@ class ContextFilter(logging.Filter):
         return True
 
 
+#: Control characters (C0, DEL, C1) and Unicode's line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+class TextFormatter(logging.Formatter):
+    """Plain lines in which a message cannot start a line of its own: control characters that a
+    client put into a path or a header are written as ``\\xNN``, so no request can forge a
+    log line. (A traceback after the message keeps its line breaks.)"""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _CONTROL.sub(_escaped, record.message)
+        return super().formatMessage(record)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def make_formatter(log_format: str) -> logging.Formatter:
     """The formatter of every log line: JSON objects, or text with the request/task id."""
     if log_format == "json":
@@ -42,7 +62,7 @@ def make_formatter(log_format: str) -> logging.Formatter:
             json_ensure_ascii=False,
             reserved_attrs=[*_RESERVED, "context_id"],
         )
-    return logging.Formatter(TEXT_FORMAT)
+    return TextFormatter(TEXT_FORMAT)
 
 
 def dict_config(log_format: str, level: str = "INFO") -> dict:

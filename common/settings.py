@@ -102,6 +102,15 @@ def _log_format(raw: str) -> str:
     return value
 
 
+def _networks(raw: str) -> tuple[str, ...]:
+    import ipaddress
+
+    items = tuple(p.strip() for p in raw.split(",") if p.strip())
+    for item in items:
+        ipaddress.ip_network(item, strict=False)  # raises ValueError for nonsense
+    return items
+
+
 def _setting(env: str, default: Any, coerce: Callable[[str], Any] = str) -> Any:
     return field(default=default, metadata={"env": env, "coerce": coerce})
 
@@ -130,6 +139,10 @@ class Settings:
     trusted_proxy_count: int = _setting("TRUSTED_PROXY_COUNT", 0, _non_negative_int)
     secret_key: str | None = _setting("SECRET_KEY", None)
     log_format: str = _setting("LOG_FORMAT", "text", _log_format)
+    # Who may read /metrics (client addresses as the rate limiter sees them); empty: nobody.
+    metrics_allow: tuple[str, ...] = _setting(
+        "METRICS_ALLOW", ("127.0.0.0/8", "::1/128"), _networks
+    )
     # Pipeline tuning: not in the seed, but operators and tests need them.
     ingest_max_retries: int = _setting("INGEST_MAX_RETRIES", 8, _non_negative_int)
     retry_backoff_max: int = _setting("RETRY_BACKOFF_MAX", 600, _positive_int)

@@ -141,7 +141,7 @@ def stage_upload(
     read = 0
     try:
         while not parser.done:
-            chunk = stream.read(CHUNK)
+            chunk = _read_client(stream)
             read += len(chunk)
             if read > body_limit:
                 raise FileTooLarge("body over the limit")
@@ -162,7 +162,17 @@ def stage_upload(
         raise
     except Exception as exc:  # werkzeug reports malformed framing as ValueError & co.
         parser.discard()
-        raise MalformedUpload(f"malformed multipart body: {exc}") from exc
+        raise MalformedUpload("the multipart framing is malformed") from exc
+
+
+def _read_client(stream: BinaryIO) -> bytes:
+    """The next chunk of the body. A body cut off by the client (a chunked one ending mid-chunk,
+    a connection closed early) is the client's error, not the disk's: the server's readers say
+    so with OSError subclasses, which must not be taken for a staging-disk fault."""
+    try:
+        return stream.read(CHUNK)
+    except Exception as exc:
+        raise MalformedUpload("the request body ended before it was complete") from exc
 
 
 def _pieces(chunk: bytes, marker: bytes) -> tuple[memoryview, ...]:

@@ -190,3 +190,44 @@ def _assert_ends(api: str, name: str, expected: str) -> None:
         assert download.status_code == 409
     else:
         assert download.status_code == 200
+
+
+def test_a_chunked_upload_cut_off_mid_chunk_is_a_malformed_body(gunicorn_api, clean_stack):
+    """The client promises a 1000-byte chunk, sends a few bytes of it and closes: 400, never a
+    500, and nothing staged."""
+    import socket
+    from pathlib import Path
+    from urllib.parse import urlsplit
+
+    address = urlsplit(gunicorn_api)
+    part = b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\nhello'
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /files/upload HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: multipart/form-data; boundary=x\r\n\r\n" + b"3e8\r\n" + part
+        )
+        sock.shutdown(socket.SHUT_WR)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert json.loads(body)["code"] == "MALFORMED_MULTIPART"
+    assert not any(Path(clean_stack.settings.staging_dir).glob("*.txt"))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\xff\xfe{}",  # not UTF-8
+        b'{"username": "a", "email": ',  # cut off
+        b'{"n": ' + b"9" * 5000 + b"}",  # a number past the integer limits
+    ],
+)
+def test_refusals_say_what_was_wrong_in_the_apis_words(client, body):
+    reply = client.post("/users", data=body, headers=JSON)
+    assert reply.status_code == 400
+    details = reply.get_json()["details"]
+    assert details in ("the body is not UTF-8", "not valid JSON") or details.startswith(
+        "not valid JSON at line "
+    ), details

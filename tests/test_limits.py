@@ -156,3 +156,30 @@ def _redis_up(port):
         return redis.Redis(port=port, socket_timeout=0.5).ping()
     except redis.RedisError:
         return False
+
+
+def test_unmatched_paths_and_wrong_methods_count_against_the_client(make_client):
+    client = make_client(ratelimit_default="6/minute")
+    statuses = [client.get("/no-such-route").status_code for _ in range(3)]
+    statuses += [client.open("/users", method="PUT").status_code for _ in range(3)]
+    assert statuses == [404, 404, 404, 405, 405, 405]
+    assert client.get("/users").status_code == 429
+    assert client.get("/another-miss").status_code == 429
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "shared"),
+    [
+        ("2001:db8:1:2::10", "2001:db8:1:2:ffff::99", True),  # one /64: one client
+        ("2001:db8:1:2::10", "2001:db8:1:3::10", False),  # another /64
+        ("::ffff:203.0.113.7", "203.0.113.7", True),  # IPv4-mapped is the IPv4 address
+    ],
+)
+def test_ipv6_clients_are_keyed_by_their_64_and_mapped_ipv4_by_the_ipv4(
+    make_client, first, second, shared
+):
+    client = make_client(ratelimit_default="3/minute")
+    for _ in range(3):
+        assert client.get("/users", environ_base={"REMOTE_ADDR": first}).status_code == 200
+    refused = client.get("/users", environ_base={"REMOTE_ADDR": second}).status_code == 429
+    assert refused == shared

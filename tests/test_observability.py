@@ -83,7 +83,21 @@ def test_worker_logs_json_lines_with_the_task_id(clean_stack, redis_db, tmp_path
         close_app(app)
 
 
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` with these labels in Prometheus text (0 when there
+    is no such series yet)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
 def test_metrics_count_uploads_latency_and_files_by_status(client, clean_stack):
+    before = client.get("/metrics").get_data(as_text=True)
     client.post(
         "/files/upload",
         data={"file": (io.BytesIO(b"counted"), "a.txt")},
@@ -96,12 +110,41 @@ def test_metrics_count_uploads_latency_and_files_by_status(client, clean_stack):
     )
     reply = client.get("/metrics")
     assert reply.status_code == 200
-    text = reply.get_data(as_text=True)
-    assert "uploads_accepted_total" in text
-    assert 'uploads_refused_total{code="EXTENSION_NOT_ALLOWED"}' in text
-    assert "upload_bytes_total" in text
-    assert 'http_request_duration_seconds_bucket{endpoint="/files/upload"' in text
-    assert 'pipeline_files{status="' in text
+    after = reply.get_data(as_text=True)
+
+    def grew(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    assert grew("uploads_accepted_total") == 1
+    assert grew("upload_bytes_total") == len(b"counted")
+    assert grew("uploads_refused_total", code="EXTENSION_NOT_ALLOWED") == 1
+    assert grew("http_request_duration_seconds_count", endpoint="/files/upload") == 2
+    counted = sum(
+        metric(after, "pipeline_files", status=s) for s in ("pending", "processing", "stored")
+    )
+    assert counted == 1  # the one file in the database, whichever state it has reached
+
+
+def test_unknown_methods_and_paths_add_no_series(client):
+    for i in range(5):
+        client.open(f"/x{i}", method=f"FOOBAR{i}")
+        client.get(f"/no/such/path/{i}")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "FOOBAR" not in text and "/no/such/path" not in text and "/x1" not in text
+    assert metric(text, "http_request_duration_seconds_count", method="OTHER") >= 5
+    assert metric(text, "http_request_duration_seconds_count", endpoint="unmatched") >= 10
+
+
+def test_metrics_are_served_only_to_allowed_networks(app):
+    client = app.test_client()
+    outside = {"REMOTE_ADDR": "203.0.113.9"}
+    assert client.get("/metrics").status_code == 200  # loopback, the default
+    refused = client.get("/metrics", environ_base=outside)
+    assert refused.status_code == 404 and refused.get_json()["code"] == "NOT_FOUND"
+    allowed = replace(app.extensions["settings"], metrics_allow=("203.0.113.0/24",))
+    app.extensions["settings"] = allowed
+    assert client.get("/metrics", environ_base=outside).status_code == 200
+    assert client.get("/metrics").status_code == 404
 
 
 def test_metrics_under_gunicorn_aggregate_processes(clean_stack, tmp_path):
@@ -118,3 +161,19 @@ def test_metrics_under_gunicorn_aggregate_processes(clean_stack, tmp_path):
         assert float(line.rsplit(" ", 1)[1]) == 6
     finally:
         server.stop()
+
+
+def test_control_characters_in_a_request_cannot_forge_a_log_line(clean_stack, tmp_path):
+    settings = replace(clean_stack.settings, log_format="text")
+    server = start_gunicorn(settings, tmp_path / "api.log")
+    forged = "2026-01-01 00:00:00,000 INFO api.access [x] GET / 200"
+    try:
+        path = "/files/a%0a" + forged.replace(" ", "%20") + "%0d%e2%80%a8/info"
+        assert requests.get(server.url + path, timeout=5).status_code == 404
+        requests.get(server.url + "/", timeout=5)  # one more line after it
+    finally:
+        server.stop()
+    lines = (tmp_path / "api.log").read_text().splitlines()
+    assert not any(line.startswith(forged) for line in lines)
+    logged = next(line for line in lines if "/files/a" in line and "api.access" in line)
+    assert "/files/a\\x0a2026-01-01" in logged and "\\x0d\\u2028/info 404" in logged
