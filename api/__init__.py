@@ -17,6 +17,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from api import errors, files, health, serve, users
     from api.cli import init_cli
     from api.docs import init_docs
+    from api.hosts import init_hosts
     from api.limits import init_limits
     from api.observability import init_observability
     from api.replies import OrjsonProvider
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         publisher=Publisher(settings),
     )
     app.extensions["download_urls"] = files.UrlCache(settings.presigned_url_ttl)
+    init_hosts(app, settings)
     errors.register_error_handlers(app)
     init_observability(app)
     for blueprint in (health.bp, users.bp, files.bp, serve.bp):

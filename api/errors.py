@@ -14,7 +14,7 @@ from typing import Any
 from flask import Flask, current_app, jsonify
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, SecurityError
 
 from common import staging
 from common.storage import StorageUnavailable
@@ -123,6 +123,10 @@ def register_error_handlers(app: Flask) -> None:
         )
 
     app.register_error_handler(staging.UploadError, upload_error)
+
+    @app.errorhandler(SecurityError)
+    def _host_not_allowed(exc: SecurityError):
+        return error_response(400, "HOST_NOT_ALLOWED", "Недопустимый адрес сервера (Host)")
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

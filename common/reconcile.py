@@ -95,6 +95,7 @@ def _republish(pipeline: Pipeline, report: ReconcileReport) -> None:
 
 
 def _reap_staging(pipeline: Pipeline, report: ReconcileReport) -> None:
+    report.reaped += pipeline.storage.sweep(ORPHAN_AGE)
     staging = Path(pipeline.settings.staging_dir)
     if not staging.is_dir():
         return

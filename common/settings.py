@@ -7,9 +7,11 @@ points print that line and exit without a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +113,13 @@ def _networks(raw: str) -> tuple[str, ...]:
     return items
 
 
+def _hosts(raw: str) -> tuple[str, ...]:
+    items = tuple(p.strip().lower() for p in raw.split(",") if p.strip())
+    if not items:
+        raise ValueError("must list at least one host name, or *")
+    return items
+
+
 def _setting(env: str, default: Any, coerce: Callable[[str], Any] = str) -> Any:
     return field(default=default, metadata={"env": env, "coerce": coerce})
 
@@ -139,6 +148,10 @@ class Settings:
     trusted_proxy_count: int = _setting("TRUSTED_PROXY_COUNT", 0, _non_negative_int)
     secret_key: str | None = _setting("SECRET_KEY", None)
     log_format: str = _setting("LOG_FORMAT", "text", _log_format)
+    # The address clients reach the service by: every URL the API generates starts with it.
+    # Unset, the Host of each request is used, if ALLOWED_HOSTS lists it ('*': any).
+    public_base_url: str | None = _setting("PUBLIC_BASE_URL", None, _url)
+    allowed_hosts: tuple[str, ...] = _setting("ALLOWED_HOSTS", ("localhost", "127.0.0.1"), _hosts)
     # Who may read /metrics (client addresses as the rate limiter sees them); empty: nobody.
     metrics_allow: tuple[str, ...] = _setting(
         "METRICS_ALLOW", ("127.0.0.0/8", "::1/128"), _networks
@@ -189,18 +202,33 @@ class Settings:
         return self.s3_public_endpoint_url or self.s3_endpoint_url
 
     def resolved_secret_key(self) -> str:
-        """SECRET_KEY, or one generated once into ``var/secret_key`` and reused after."""
+        """SECRET_KEY, or one generated once into ``var/secret_key`` (mode 0600) and reused.
+
+        The key is written whole to a temporary file and linked into place, so that processes
+        starting together all read the one complete key (the first link wins); an empty or
+        unreadable key file stops start-up instead of signing with an empty key.
+        """
         if self.secret_key:
             return self.secret_key
         path = Path(self.storage_dir).parent / "secret_key"
-        try:
-            return path.read_text().strip()
-        except FileNotFoundError:
+        if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            key = secrets.token_hex(32)
-            try:
-                with open(path, "x") as fh:  # first writer wins across processes
-                    fh.write(key)
-                return key
-            except FileExistsError:
-                return path.read_text().strip()
+            _publish_new_key(path, secrets.token_hex(32))
+        key = path.read_text().strip()
+        if not key:
+            raise SettingsError(f"{path} is empty: remove it to generate a key, or set SECRET_KEY")
+        return key
+
+
+def _publish_new_key(path: Path, key: str) -> None:
+    """Write ``key`` to ``path`` unless a key is there already; never a partial file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret_key-")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key)
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileExistsError):  # another process was first: keep its key
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)

@@ -26,6 +26,7 @@ from werkzeug.sansio.multipart import (
 )
 
 from common.naming import clean_original_name, extension_of, generate_name
+from common.storage.filesystem import fsync_directory
 
 CHUNK = 128 * 1024
 #: Room for the multipart framing and small form fields around the file itself.
@@ -101,9 +102,11 @@ class _Sink:
         self.fh.write(data)
 
     def finish(self) -> None:
+        # Accepted means durable: the 201 must survive a crash, the file and its name alike.
         self.fh.flush()
-        os.fsync(self.fh.fileno())  # accepted means durable: the 201 must survive a crash
+        os.fsync(self.fh.fileno())
         self.fh.close()
+        fsync_directory(self.path.parent)
 
     def discard(self) -> None:
         self.fh.close()

@@ -200,10 +200,12 @@ def test_a_chunked_upload_cut_off_mid_chunk_is_a_malformed_body(gunicorn_api, cl
     from urllib.parse import urlsplit
 
     address = urlsplit(gunicorn_api)
+    staging = Path(clean_stack.settings.staging_dir)
+    before = set(staging.glob("*"))
     part = b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\nhello'
     with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
         sock.sendall(
-            b"POST /files/upload HTTP/1.1\r\nHost: api\r\nTransfer-Encoding: chunked\r\n"
+            b"POST /files/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
             b"Content-Type: multipart/form-data; boundary=x\r\n\r\n" + b"3e8\r\n" + part
         )
         sock.shutdown(socket.SHUT_WR)
@@ -213,7 +215,7 @@ def test_a_chunked_upload_cut_off_mid_chunk_is_a_malformed_body(gunicorn_api, cl
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400"), head
     assert json.loads(body)["code"] == "MALFORMED_MULTIPART"
-    assert not any(Path(clean_stack.settings.staging_dir).glob("*.txt"))
+    assert set(staging.glob("*")) == before
 
 
 @pytest.mark.parametrize(
@@ -231,3 +233,38 @@ def test_refusals_say_what_was_wrong_in_the_apis_words(client, body):
     assert details in ("the body is not UTF-8", "not valid JSON") or details.startswith(
         "not valid JSON at line "
     ), details
+
+
+def test_generated_urls_never_reflect_an_unchecked_host(gunicorn_api):
+    """PUBLIC_BASE_URL unset: a Host outside ALLOWED_HOSTS (localhost names) is refused."""
+    reply = requests.get(f"{gunicorn_api}/files", headers={"Host": "evil.example"}, timeout=5)
+    assert reply.status_code == 400 and reply.json()["code"] == "HOST_NOT_ALLOWED"
+    redirect = requests.get(
+        f"{gunicorn_api}/docs", headers={"Host": "evil.example"}, allow_redirects=False, timeout=5
+    )
+    assert redirect.status_code == 400
+    assert requests.get(f"{gunicorn_api}/files", timeout=5).status_code == 200
+
+
+def test_public_base_url_names_every_generated_url(clean_stack, tmp_path):
+    from tests.conftest import start_gunicorn
+
+    base = "https://files.example.com/pipeline"
+    server = start_gunicorn(clean_stack.settings, tmp_path / "api.log", PUBLIC_BASE_URL=base)
+    try:
+        reply = requests.post(
+            f"{server.url}/files/upload",
+            data=multipart.file_body("a.txt", b"where am I"),
+            headers=FORM | {"Host": "evil.example"},
+            timeout=10,
+        )
+        docs = requests.get(
+            f"{server.url}/docs", headers={"Host": "evil.example"}, allow_redirects=False, timeout=5
+        )
+    finally:
+        server.stop()
+    assert reply.status_code == 201
+    name = reply.json()["filename"]
+    assert reply.headers["Location"] == f"{base}/files/{name}/info"
+    assert reply.json()["status_url"] == f"{base}/files/{name}/info"
+    assert docs.headers["Location"] == f"{base}/docs/"

@@ -71,7 +71,7 @@ def _read_response(sock: socket.socket) -> tuple[int, dict]:
 
 def _upload_head(length_header: str) -> bytes:
     return (
-        "POST /files/upload HTTP/1.1\r\nHost: x\r\n"
+        "POST /files/upload HTTP/1.1\r\nHost: localhost\r\n"
         f"Content-Type: {multipart.CONTENT_TYPE}\r\n{length_header}\r\n\r\n"
     ).encode()
 

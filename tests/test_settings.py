@@ -71,3 +71,42 @@ def test_generated_secret_key_is_kept(tmp_path):
     assert len(first) == 64
     assert settings.resolved_secret_key() == first
     assert (tmp_path / "var" / "secret_key").read_text() == first
+
+
+def _key_in_child(settings, barrier, results) -> None:
+    barrier.wait()
+    try:
+        results.put(settings.resolved_secret_key())
+    except Exception as exc:  # reported to the test, not lost in the child
+        results.put(f"error: {exc}")
+
+
+def test_processes_starting_together_share_one_complete_private_key(tmp_path):
+    """Four processes released at once on a fresh var/ (as gunicorn's workers and the
+    workers start), fifty times: every one reads the same, complete key, mode 0600."""
+    import multiprocessing
+    import stat
+
+    context = multiprocessing.get_context("fork")
+    for trial in range(50):
+        settings = Settings.from_env({}, storage_dir=str(tmp_path / f"t{trial}" / "storage"))
+        barrier, results = context.Barrier(4), context.Queue()
+        children = [
+            context.Process(target=_key_in_child, args=(settings, barrier, results))
+            for _ in range(4)
+        ]
+        for child in children:
+            child.start()
+        keys = {results.get(timeout=30) for _ in children}
+        for child in children:
+            child.join(10)
+        path = tmp_path / f"t{trial}" / "secret_key"
+        assert keys == {path.read_text()} and len(path.read_text()) == 64, (trial, keys)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_an_empty_key_file_stops_start_up(tmp_path):
+    (tmp_path / "secret_key").write_text("")
+    settings = Settings.from_env({}, storage_dir=str(tmp_path / "storage"))
+    with pytest.raises(SettingsError, match="secret_key is empty"):
+        settings.resolved_secret_key()

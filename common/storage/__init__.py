@@ -74,6 +74,10 @@ class Storage(Protocol):
     def prepare(self) -> None:
         """Load now what the first transfer would load (workers call it before forking)."""
 
+    def sweep(self, older_than: float) -> int:
+        """Remove what writes interrupted at least ``older_than`` seconds ago left behind;
+        return how many things were removed (the reconciler calls it)."""
+
 
 def content_disposition(original_name: str) -> str:
     """``attachment`` with an ASCII fallback and the exact name in RFC 5987 form (RFC 6266)."""

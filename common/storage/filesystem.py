@@ -3,6 +3,11 @@
 Each object ``<key>`` has a sidecar ``<key>.json`` with what S3 would keep beside it (type,
 disposition, metadata, etag). Presigned URLs are host-relative paths signed with SECRET_KEY
 (HMAC-SHA256 over key and expiry); the API's ``/storage/<key>`` route checks them.
+
+Durability: an object and then its sidecar are each written to ``.tmp/``, fsynced, renamed into
+place, and the directory fsynced, so a stored object survives a power loss; an object without
+a (complete) sidecar counts as absent and is pushed again. ``sweep`` removes what a writer
+killed mid-write left in ``.tmp/``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from common.naming import is_generated_name
 from common.storage import ObjectInfo, PutRequest, StorageIntegrityError, StorageUnavailable
 
 SERVE_PREFIX = "/storage/"
+TEMPORARY = ".tmp"
 
 
 class FilesystemStorage:
@@ -37,7 +43,7 @@ class FilesystemStorage:
     def put(self, request: PutRequest) -> ObjectInfo:
         target = self._path(request.key)
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            (self.root / TEMPORARY).mkdir(parents=True, exist_ok=True)
             md5 = _copy_atomically(request.path, target)
         except FileNotFoundError:
             raise
@@ -58,7 +64,7 @@ class FilesystemStorage:
     def head(self, key: str) -> ObjectInfo:
         path = self._path(key)
         try:
-            sidecar = json.loads(path.with_name(path.name + ".json").read_bytes())
+            sidecar = self.sidecar(key)
             stat = path.stat()
         except FileNotFoundError:
             raise FileNotFoundError(key) from None
@@ -72,8 +78,12 @@ class FilesystemStorage:
         )
 
     def sidecar(self, key: str) -> dict:
+        """What is kept beside the object; ``FileNotFoundError`` when missing or incomplete."""
         path = self._path(key)
-        return json.loads(path.with_name(path.name + ".json").read_bytes())
+        try:
+            return json.loads(path.with_name(path.name + ".json").read_bytes())
+        except ValueError:  # an empty or cut sidecar: the object was never completely stored
+            raise FileNotFoundError(key) from None
 
     def object_path(self, key: str) -> Path:
         return self._path(key)
@@ -97,7 +107,10 @@ class FilesystemStorage:
             deadline = int(expires)
         except ValueError:
             return False
-        return deadline >= time.time() and hmac.compare_digest(self._sign(key, deadline), signature)
+        given = signature.encode("utf-8", "surrogateescape")  # any text a client may send
+        return deadline >= time.time() and hmac.compare_digest(
+            self._sign(key, deadline).encode(), given
+        )
 
     def _sign(self, key: str, expires: int) -> str:
         message = f"{key}\n{expires}".encode()
@@ -105,6 +118,23 @@ class FilesystemStorage:
 
     def prepare(self) -> None:
         """Nothing to load ahead: files need no client."""
+
+    def sweep(self, older_than: float) -> int:
+        """Remove temporary files of writes interrupted ``older_than`` seconds ago or more."""
+        removed = 0
+        cutoff = time.time() - older_than
+        try:
+            entries = list(os.scandir(self.root / TEMPORARY))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
 
     def health(self) -> None:
         try:
@@ -116,9 +146,10 @@ class FilesystemStorage:
 
 
 def _copy_atomically(source: Path, target: Path) -> str:
-    """Copy ``source`` to ``target`` through a temp file and rename; return the md5 written."""
+    """Copy ``source`` to ``target`` durably (temp file, fsync, rename, fsync of the directory);
+    return the md5 written."""
     digest = hashlib.md5(usedforsecurity=False)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".put-")
+    fd, tmp = tempfile.mkstemp(dir=target.parent / TEMPORARY, prefix="put-")
     try:
         with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
             while chunk := src.read(1024 * 1024):
@@ -130,11 +161,28 @@ def _copy_atomically(source: Path, target: Path) -> str:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_directory(target.parent)
     return digest.hexdigest()
 
 
 def _write_atomically(target: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".put-")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, target)
+    fd, tmp = tempfile.mkstemp(dir=target.parent / TEMPORARY, prefix="put-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_directory(target.parent)
+
+
+def fsync_directory(path: Path) -> None:
+    """Make a rename or a new file in ``path`` durable (its directory entry reaches the disk)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -115,6 +115,10 @@ class S3Storage:
         """Create the client now (workers do, before their pool forks, so children share it)."""
         self._client  # noqa: B018 - the property creates it
 
+    def sweep(self, older_than: float) -> int:
+        """Nothing to sweep: a PUT that never completed leaves no object behind."""
+        return 0
+
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Storage:
         return cls(
