@@ -12,7 +12,7 @@ from werkzeug.exceptions import BadRequest
 
 from api.errors import ApiError
 from api.schemas import UserIn, UserList, UserOut, replies, spec
-from common.models import User
+from common.models import User, identity_key
 
 bp = Blueprint("users", __name__)
 
@@ -96,6 +96,7 @@ def _json_problem(cause: BaseException | None) -> str:
 
 def _taken_field(db, payload: UserIn) -> str:
     with db.session() as session:
-        if session.scalar(select(User.id).where(User.username == payload.username)):
+        taken = select(User.id).where(User.username_key == identity_key(payload.username))
+        if session.scalar(taken):
             return "username"
     return "email"

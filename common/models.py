@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import enum
+import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, Enum, ForeignKey, Integer, String, Text, literal
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
@@ -85,13 +86,33 @@ class OutboxKind(enum.StrEnum):
     DELETE = "delete"
 
 
+def identity_key(text: str) -> str:
+    """What makes two usernames (or two email addresses) the same: Unicode NFKC with case
+    folding, so ``Admin``, ``ADMIN`` and ``ａｄｍｉｎ`` are one user (Unicode's NFKC_Casefold)."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+
+
 class User(Base):
+    """A user; the spelling given is kept for display, uniqueness is decided on the keys."""
+
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)
+    username_key: Mapped[str] = mapped_column(String(256), unique=True)
+    email_key: Mapped[str] = mapped_column(String(1024), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    @validates("username")
+    def _key_username(self, _key: str, value: str) -> str:
+        self.username_key = identity_key(value)
+        return value
+
+    @validates("email")
+    def _key_email(self, _key: str, value: str) -> str:
+        self.email_key = identity_key(value)
+        return value
 
 
 class File(Base):

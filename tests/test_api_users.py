@@ -110,3 +110,33 @@ def test_unknown_route_and_wrong_method_are_json(client):
     wrong = client.put("/users")
     assert wrong.status_code == 405 and wrong.get_json()["code"] == "METHOD_NOT_ALLOWED"
     assert "POST" in wrong.headers["Allow"]
+
+
+ADMIN = {"username": "admin", "email": "a@example.com"}
+
+
+@pytest.mark.parametrize(
+    ("taken", "again", "field"),
+    [
+        (ADMIN, ("Admin", "b@example.com"), "username"),
+        (ADMIN, ("ADMIN", "b@example.com"), "username"),
+        (ADMIN, ("ａｄｍｉｎ", "b@example.com"), "username"),  # fullwidth
+        ({"username": "a", "email": "admin@example.com"}, ("b", "Admin@Example.com"), "email"),
+    ],
+)
+def test_names_and_addresses_are_unique_after_nfkc_and_case_folding(client, taken, again, field):
+    assert client.post("/users", json=taken).status_code == 201
+    username, email = again
+    reply = client.post("/users", json={"username": username, "email": email})
+    assert reply.status_code == 409
+    assert reply.get_json()["details"] == {"field": field}
+    assert client.get("/users").get_json() == [
+        {"id": client.get("/users").get_json()[0]["id"], **taken}
+    ]
+
+
+def test_the_spelling_given_is_kept_for_display(client):
+    reply = client.post("/users", json={"username": "Иван_Петров", "email": "Ivan@Example.com"})
+    assert reply.status_code == 201
+    assert reply.get_json()["username"] == "Иван_Петров"
+    assert client.get("/users").get_json()[0]["username"] == "Иван_Петров"
