@@ -38,6 +38,17 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="api-metrics-")
 
 
+def on_starting(server):
+    """Refuse to start on a store that can never work (one line, no traceback)."""
+    from common.storage import from_settings, refusal_at_start
+
+    settings = Settings.from_env()
+    reason = refusal_at_start(from_settings(settings))
+    if reason:
+        print(f"error: the object store refuses {settings.s3_bucket!r}: {reason}", flush=True)
+        raise SystemExit(2)
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 

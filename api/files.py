@@ -252,10 +252,11 @@ def download(name: str):
             **extra,
         )
     settings = current_app.extensions["settings"]
+    url = download_urls(fresh=True)(file)  # signed now: valid for exactly expires_in
     return jsonify(
         {
-            "download_url": download_urls(fresh=True)(file),
-            "file_info": file_object(file),
+            "download_url": url,
+            "file_info": file_object(file, lambda _file: url),
             "expires_in": settings.presigned_url_ttl,
         }
     )

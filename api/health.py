@@ -1,4 +1,4 @@
-"""Health routes: the seed's root greeting and the storage probe."""
+"""Health routes: the root greeting and the storage probe."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from flask import Blueprint, current_app, jsonify
 
 from api.schemas import Health, Hello, Response, spec
 from common.pipeline import iso_z
-from common.storage import StorageUnavailable
+from common.storage import StorageError
 
 bp = Blueprint("health", __name__)
 
@@ -16,7 +16,7 @@ bp = Blueprint("health", __name__)
 @bp.get("/")
 @spec.validate(resp=Response(HTTP_200=Hello), tags=["health"])
 def hello():
-    """The seed's health check."""
+    """A greeting: the API answers."""
     return jsonify({"message": "Hello World!"})
 
 
@@ -27,7 +27,7 @@ def storage_health():
     storage = current_app.extensions["pipeline"].storage
     try:
         storage.health()
-    except StorageUnavailable as exc:
+    except StorageError as exc:
         current_app.logger.warning("storage unhealthy: %s", exc)
         body, status = {"status": "unhealthy", "message": "Object Storage недоступен"}, 503
     else:

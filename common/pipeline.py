@@ -32,7 +32,13 @@ from common.queue import Publisher
 from common.settings import Settings
 from common.staging import StagedUpload, remove_staged, staged_path
 from common.states import free_for, lease_lapsed, sources
-from common.storage import PutRequest, Storage, StorageUnavailable, ascii_metadata
+from common.storage import (
+    PutRequest,
+    Storage,
+    StorageError,
+    StorageRefused,
+    ascii_metadata,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +121,7 @@ class Pipeline:
         remove_staged(staged_path(self.settings.staging_dir, name))
         try:
             self.storage.delete(name)
-        except StorageUnavailable as exc:
+        except StorageError as exc:
             log.warning("object %s not removed yet, left to a worker: %s", name, exc)
             self.publish(file_id, OutboxKind.DELETE)
             return True
@@ -149,6 +155,9 @@ class Pipeline:
                     return self._verify_and_push(file, claim)
                 except FileNotFoundError:  # the staged copy vanished: another delivery finished
                     return self._recover_missing_stage(file, claim)
+                except StorageRefused as exc:  # no retry will change it: failed at once
+                    refused = f"Хранилище отказало: {exc}"
+                    return self._finish(file, FileStatus.FAILED, claim, error=refused)
         except BaseException:
             self._release(file_id, claim)
             raise
@@ -273,7 +282,8 @@ class Pipeline:
             local = Path(tmp) / file.name
             try:
                 self.storage.download(file.name, local)
-            except FileNotFoundError:
+            except (FileNotFoundError, StorageRefused) as exc:
+                log.warning("no metadata for file %s: %s", file_id, exc or "no object")
                 self._drop(file_id, OutboxKind.METADATA)
                 return
             found = extract_metadata(
@@ -292,7 +302,10 @@ class Pipeline:
         with self.db.session() as session:
             file = session.get(File, file_id)
         if file is not None and file.status == FileStatus.DELETED:
-            self.storage.delete(file.name)
+            try:
+                self.storage.delete(file.name)
+            except StorageRefused as exc:  # retrying forever would not change it
+                log.error("object %s of a deleted file cannot be removed: %s", file.name, exc)
             remove_staged(staged_path(self.settings.staging_dir, file.name))
         self._drop(file_id, OutboxKind.DELETE)
 

@@ -22,6 +22,10 @@ from sqlalchemy.engine import make_url
 DEFAULT_EXTENSIONS = ("txt", "pdf", "png", "jpg", "jpeg", "gif", "doc", "docx")
 
 
+#: S3's longest presigned URL (SigV4): seven days.
+MAX_PRESIGNED_TTL = 604800
+
+
 class SettingsError(ValueError):
     """A setting has a value the service cannot run with."""
 
@@ -104,6 +108,13 @@ def _log_format(raw: str) -> str:
     return value
 
 
+def _sse(raw: str) -> str | None:
+    value = raw.strip()
+    if value not in {"", "AES256", "aws:kms", "aws:kms:dsse"}:
+        raise ValueError("must be AES256, aws:kms or aws:kms:dsse")
+    return value or None
+
+
 def _networks(raw: str) -> tuple[str, ...]:
     import ipaddress
 
@@ -136,6 +147,9 @@ class Settings:
     s3_endpoint_url: str | None = _setting("S3_ENDPOINT_URL", None, _url)
     s3_public_endpoint_url: str | None = _setting("S3_PUBLIC_ENDPOINT_URL", None, _url)
     s3_region: str = _setting("S3_REGION", "us-east-1")
+    # Server-side encryption of pushed objects: AES256, aws:kms (with an optional key id).
+    s3_sse: str | None = _setting("S3_SSE", None, _sse)
+    s3_sse_kms_key_id: str | None = _setting("S3_SSE_KMS_KEY_ID", None)
     staging_dir: str = _setting("STAGING_DIR", "var/staging")
     max_upload_mb: int = _setting("MAX_UPLOAD_MB", 16, _positive_int)
     allowed_extensions: tuple[str, ...] = _setting(
@@ -192,6 +206,17 @@ class Settings:
         """Validate combinations of settings that no single coercer can see."""
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise SettingsError("S3_BUCKET must be set when STORAGE_BACKEND=s3")
+        if self.presigned_url_ttl > MAX_PRESIGNED_TTL:
+            raise SettingsError(
+                f"PRESIGNED_URL_TTL={self.presigned_url_ttl} is invalid: S3 refuses URLs valid"
+                f" for more than {MAX_PRESIGNED_TTL} seconds (7 days)"
+            )
+        if self.visibility_timeout <= self.retry_backoff_max:
+            raise SettingsError(
+                f"VISIBILITY_TIMEOUT={self.visibility_timeout} is invalid: it must be longer than"
+                f" RETRY_BACKOFF_MAX={self.retry_backoff_max}, or Redis delivers a retrying task"
+                " twice"
+            )
 
     @property
     def max_upload_bytes(self) -> int:

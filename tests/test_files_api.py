@@ -273,6 +273,14 @@ def test_download_reply_matches_the_seed(client, clean_stack):
     assert unquote(headers["Content-Disposition"].split("''")[1]) == "report.pdf"
 
 
+def test_download_url_and_its_file_info_url_are_the_same_fresh_url(client, clean_stack):
+    name = stored(client, clean_stack, "twice.txt", b"one url")["filename"]
+    cached = client.get(f"/files/{name}/info").get_json()["download_url"]  # now in the cache
+    time.sleep(1.1)  # a URL signed a second later differs in its signing time
+    data = client.get(f"/files/{name}/download").get_json()
+    assert data["file_info"]["download_url"] == data["download_url"] != cached
+
+
 def test_delete_removes_row_and_object(client, clean_stack):
     body = stored(client, clean_stack, "gone.txt", b"bye")
     name = body["filename"]

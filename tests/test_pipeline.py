@@ -487,3 +487,24 @@ def test_overlapping_reconciler_passes_publish_each_entry_once(clean_stack, quie
     for pipeline in passes:
         pipeline.marks.close()
         pipeline.publisher.close()
+
+
+def test_a_push_the_store_refuses_fails_at_once_with_the_reason(pipeline):
+    """A permanent refusal (real S3's MetadataTooLarge, AccessDenied...) is no outage: the file
+    ends failed at the first attempt, its bytes kept for a requeue once the cause is fixed."""
+    from common.storage.s3 import S3Storage
+    from tests.s3stub import S3Stub, error_xml
+
+    stub = S3Stub()
+    try:
+        stub.responses["PUT"] = (400, {}, error_xml("MetadataTooLarge", "over 2 KB"))
+        refusing = replace(pipeline, storage=S3Storage("bucket", endpoint_url=stub.url))
+        file = accept(pipeline, b"refused")
+        assert refusing.ingest(file.id) == FileStatus.FAILED
+    finally:
+        stub.close()
+    assert [method for method, _ in stub.seen] == ["PUT"]  # asked once, not retried
+    row = status_of(pipeline, file.id)
+    assert row.status == FileStatus.FAILED and "MetadataTooLarge" in row.error
+    assert outbox_kinds(pipeline, file.id) == []
+    assert Path(pipeline.settings.staging_dir, file.name).exists()

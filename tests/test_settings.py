@@ -110,3 +110,23 @@ def test_an_empty_key_file_stops_start_up(tmp_path):
     settings = Settings.from_env({}, storage_dir=str(tmp_path / "storage"))
     with pytest.raises(SettingsError, match="secret_key is empty"):
         settings.resolved_secret_key()
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"PRESIGNED_URL_TTL": "604801"}, "PRESIGNED_URL_TTL"),
+        ({"VISIBILITY_TIMEOUT": "600", "RETRY_BACKOFF_MAX": "600"}, "VISIBILITY_TIMEOUT"),
+        ({"S3_SSE": "rot13"}, "S3_SSE"),
+        ({"METRICS_ALLOW": "everyone"}, "METRICS_ALLOW"),
+        ({"PUBLIC_BASE_URL": "files.example.com"}, "PUBLIC_BASE_URL"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused(environ, named):
+    with pytest.raises(SettingsError, match=named) as caught:
+        Settings.from_env(environ)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_longest_url_s3_signs_is_accepted():
+    assert Settings.from_env({"PRESIGNED_URL_TTL": "604800"}).presigned_url_ttl == 604800

@@ -9,7 +9,14 @@ from urllib.parse import unquote
 import pytest
 import requests
 
-from common.storage import PutRequest, StorageUnavailable, ascii_metadata, content_disposition
+from common.storage import (
+    PutRequest,
+    StorageIntegrityError,
+    StorageRefused,
+    StorageUnavailable,
+    ascii_metadata,
+    content_disposition,
+)
 from common.storage.filesystem import FilesystemStorage
 from common.storage.s3 import S3Storage
 from tests.conftest import close_app, settings_for
@@ -134,11 +141,11 @@ def test_s3_down_is_unavailable_quickly():
     assert time.monotonic() - started < 3
 
 
-def test_s3_missing_bucket_is_unavailable_with_the_store_code(s3_endpoint):
+def test_s3_missing_bucket_is_refused_with_the_store_code(s3_endpoint):
     storage = S3Storage(f"absent-{uuid.uuid4().hex[:8]}", endpoint_url=s3_endpoint)
-    with pytest.raises(StorageUnavailable, match="NoSuchBucket"):
+    with pytest.raises(StorageRefused, match="NoSuchBucket"):
         storage.delete("20250906_123456_0123456789abcdef.pdf")
-    with pytest.raises(StorageUnavailable, match="404"):
+    with pytest.raises(StorageRefused, match="NoSuchBucket"):
         storage.health()
 
 
@@ -205,3 +212,105 @@ def test_s3_presign_without_credentials_is_unavailable(monkeypatch, tmp_path):
     storage = S3Storage("bucket", endpoint_url="http://127.0.0.1:9")
     with pytest.raises(StorageUnavailable):
         storage.presign_get("20250906_123456_0123456789abcdef.pdf", 60)
+
+
+# -- what real S3 answers and moto does not (tests/s3stub.py) --------------------------------
+
+
+@pytest.fixture
+def stub():
+    from tests.s3stub import S3Stub
+
+    server = S3Stub()
+    yield server
+    server.close()
+
+
+def stub_store(stub, **kwargs) -> S3Storage:
+    return S3Storage("bucket", endpoint_url=stub.url, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "raised"),
+    [
+        (400, "MetadataTooLarge", StorageRefused),
+        (403, "AccessDenied", StorageRefused),
+        (404, "NoSuchBucket", StorageRefused),
+        (400, "InvalidArgument", StorageRefused),
+        (503, "SlowDown", StorageUnavailable),
+        (500, "InternalError", StorageUnavailable),
+        (400, "RequestTimeout", StorageUnavailable),
+        (403, "RequestTimeTooSkewed", StorageUnavailable),
+    ],
+)
+def test_store_errors_are_told_permanent_or_passing(stub, tmp_path, status, code, raised):
+    from tests.s3stub import error_xml
+
+    stub.responses = {m: (status, {}, error_xml(code, "said the store")) for m in ("PUT", "DELETE")}
+    storage = stub_store(stub)
+    with pytest.raises(raised, match=code):
+        put(storage, tmp_path)
+    with pytest.raises(raised, match=code):
+        storage.delete("20250906_123456_0123456789abcdef.pdf")
+
+
+def test_an_sse_kms_object_whose_etag_is_not_the_md5_is_stored(stub, tmp_path):
+    kms = {"ETag": '"6f1c2b0e9a3d4c5b8e7f6a5b4c3d2e1f-kms"'}
+    kms["Date"] = "Sat, 28 Nov 2026 12:00:00 GMT"
+    stub.responses["PUT"] = (200, kms | {"x-amz-server-side-encryption": "aws:kms"}, b"")
+    storage = stub_store(stub, encryption="aws:kms", kms_key_id="alias/uploads")
+    _, info = put(storage, tmp_path, data=b"encrypted at rest")
+    assert info.etag == hashlib.md5(b"encrypted at rest").hexdigest()
+    # Without the encryption header the same reply is a store that kept other bytes.
+    stub.responses["PUT"] = (200, kms, b"")
+    with pytest.raises(StorageIntegrityError):
+        put(storage, tmp_path)
+
+
+def test_pushes_ask_for_the_configured_encryption(s3_endpoint, tmp_path):
+    storage = S3Storage(
+        f"contract-{uuid.uuid4().hex[:8]}", endpoint_url=s3_endpoint, encryption="AES256"
+    )
+    storage.ensure_bucket()
+    key, _ = put(storage, tmp_path)
+    reply = storage._client.head_object(Bucket=storage.bucket, Key=key)
+    assert reply["ServerSideEncryption"] == "AES256"
+
+
+def test_user_metadata_of_a_long_cjk_name_fits_in_s3s_two_kilobytes():
+    name = "報" * 251 + ".pdf"  # 255 characters, 9 bytes each once percent-encoded
+    values = {"original_name": name, "upload_time": "2026-11-28T12:00:00.000Z"}
+    values |= {"file_size": "123", "content_type": "application/pdf", "sha256": "0" * 64}
+    encoded = ascii_metadata(values)
+    assert sum(len(k) + len(v) for k, v in encoded.items()) <= 2048
+    kept = unquote(encoded["original_name"])
+    assert name.startswith(kept) and len(kept) > 100  # whole characters, as much as fits
+    assert encoded["sha256"] == "0" * 64
+    short = {"original_name": "отчёт.pdf"}
+    assert unquote(ascii_metadata(short)["original_name"]) == "отчёт.pdf"
+
+
+def test_a_missing_bucket_is_a_reason_not_to_start_and_an_unreachable_store_is_not(stub):
+    from common.storage import refusal_at_start
+
+    stub.responses["HEAD"] = (404, {}, b"")
+    assert "NoSuchBucket" in refusal_at_start(stub_store(stub))
+    stub.responses["HEAD"] = (200, {}, b"")
+    assert refusal_at_start(stub_store(stub)) is None
+    unreachable = S3Storage("bucket", endpoint_url="http://127.0.0.1:1")
+    assert refusal_at_start(unreachable) is None
+
+
+def test_a_dotted_bucket_on_aws_is_addressed_path_style():
+    import boto3
+
+    storage = S3Storage("my.dotted.bucket", region="eu-west-1")
+    url = storage.presign_get("20250906_123456_0123456789abcdef.pdf", 60)
+    assert url.startswith(
+        "https://s3.eu-west-1.amazonaws.com/my.dotted.bucket/20250906_123456_0123456789abcdef.pdf?"
+    )
+    client = boto3.client("s3", region_name="eu-west-1")
+    theirs = client.generate_presigned_url(
+        "get_object", Params={"Bucket": "my.dotted.bucket", "Key": "k"}, ExpiresIn=60
+    )
+    assert theirs.startswith("https://s3.eu-west-1.amazonaws.com/my.dotted.bucket/k?")

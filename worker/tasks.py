@@ -6,6 +6,7 @@ import contextlib
 import gc
 import logging
 import random
+import sys
 
 from celery import Task
 from celery.signals import worker_init, worker_process_init
@@ -17,7 +18,13 @@ from common.models import OutboxKind
 from common.pipeline import Pipeline
 from common.queue import DELETE_OBJECT, EXTRACT_METADATA, INGEST, RECONCILE, Publisher
 from common.reconcile import reconcile as reconcile_once
-from common.storage import Storage, StorageIntegrityError, StorageUnavailable, from_settings
+from common.storage import (
+    Storage,
+    StorageIntegrityError,
+    StorageUnavailable,
+    from_settings,
+    refusal_at_start,
+)
 from worker import app, settings
 
 log = logging.getLogger(__name__)
@@ -59,6 +66,9 @@ def _load_before_fork(**_kwargs) -> None:
 
     preload()  # libmagic's database, Pillow's plugins
     _storage = from_settings(settings)
+    reason = refusal_at_start(_storage)
+    if reason:  # a missing bucket is found now, not at the first push
+        sys.exit(f"error: the object store refuses {settings.s3_bucket!r}: {reason}")
     _storage.prepare()
     # Building a pipeline imports the database driver and the broker transport and sets up
     # the ORM mappers: do it once here (nothing connects yet); each child builds its own.

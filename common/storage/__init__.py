@@ -1,7 +1,9 @@
 """Object storage behind one small interface, chosen by STORAGE_BACKEND.
 
 Implementations turn vendor errors into ``FileNotFoundError`` (no such object),
-``StorageUnavailable`` (the store cannot be reached or answered with a server error) and
+``StorageUnavailable`` (the store cannot be reached, or answered with an error that may pass:
+a server error, throttling, a timeout), ``StorageRefused`` (it answered with an error that
+retrying will not change: access denied, no such bucket, metadata too large) and
 ``StorageIntegrityError`` (the store kept other bytes than were sent), so callers never catch
 botocore or OS specifics.
 """
@@ -18,8 +20,16 @@ if TYPE_CHECKING:
     from common.settings import Settings
 
 
-class StorageUnavailable(Exception):
+class StorageError(Exception):
+    """The store did not do what was asked."""
+
+
+class StorageUnavailable(StorageError):
     """The store cannot do the operation now; retrying later may succeed."""
+
+
+class StorageRefused(StorageError):
+    """The store refused the operation for a reason that retrying will not change."""
 
 
 class StorageIntegrityError(Exception):
@@ -69,7 +79,8 @@ class Storage(Protocol):
         """A URL that serves the object by plain GET for ``ttl`` seconds (may be host-relative)."""
 
     def health(self) -> None:
-        """Return if the store answers; raise ``StorageUnavailable`` otherwise."""
+        """Return if the store answers; ``StorageRefused`` when it answers that the bucket is
+        missing or closed to these credentials, ``StorageUnavailable`` when it does not answer."""
 
     def prepare(self) -> None:
         """Load now what the first transfer would load (workers call it before forking)."""
@@ -87,9 +98,24 @@ def content_disposition(original_name: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(original_name, safe='')}"
 
 
-def ascii_metadata(values: dict[str, str]) -> dict[str, str]:
-    """S3 user metadata must be ASCII: percent-encode (RFC 3986) every value that is not."""
-    return {k: quote(v, safe=" !#$&'()*+,/:;=?@[]~") for k, v in values.items()}
+#: S3 keeps at most 2 KB of user metadata (the UTF-8 bytes of every key and value).
+METADATA_LIMIT = 2048
+_SAFE = " !#$&'()*+,/:;=?@[]~"
+
+
+def ascii_metadata(values: dict[str, str], limit: int = METADATA_LIMIT) -> dict[str, str]:
+    """S3 user metadata must be ASCII: percent-encode (RFC 3986) every value that is not. If
+    the whole is over S3's limit, ``original_name`` is shortened (by whole characters) to fit:
+    the full name is in Content-Disposition and in the database."""
+    encoded = {k: quote(v, safe=_SAFE) for k, v in values.items()}
+    over = sum(len(k) + len(v) for k, v in encoded.items()) - limit
+    name = values.get("original_name", "")
+    while over > 0 and name:
+        name = name[:-1]
+        shorter = quote(name, safe=_SAFE)
+        over -= len(encoded["original_name"]) - len(shorter)
+        encoded["original_name"] = shorter
+    return encoded
 
 
 def from_settings(settings: Settings) -> Storage:
@@ -101,3 +127,16 @@ def from_settings(settings: Settings) -> Storage:
     from common.storage.filesystem import FilesystemStorage
 
     return FilesystemStorage(settings.storage_dir, settings.resolved_secret_key())
+
+
+def refusal_at_start(storage: Storage) -> str | None:
+    """Probe the store as a process starts: the reason it can never work (a bucket that does
+    not exist, credentials it refuses), or None. A store that does not answer yet is no reason
+    not to start: uploads are accepted and pushed once it answers."""
+    try:
+        storage.health()
+    except StorageRefused as exc:
+        return str(exc)
+    except StorageUnavailable:
+        return None
+    return None

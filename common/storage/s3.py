@@ -30,7 +30,9 @@ from common.settings import Settings
 from common.storage import (
     ObjectInfo,
     PutRequest,
+    StorageError,
     StorageIntegrityError,
+    StorageRefused,
     StorageUnavailable,
 )
 
@@ -39,6 +41,20 @@ if TYPE_CHECKING:
     from botocore.config import Config
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+#: Client errors (4xx) that pass: retried like server errors. Every other 4xx is permanent.
+_PASSING = {
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "ExpiredToken",
+    "TokenRefreshRequired",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "OperationAborted",
+}
+#: Server-side encryption whose ETag is not the MD5 of the object (SSE-KMS, DSSE-KMS).
+_ETAG_NOT_MD5 = {"aws:kms", "aws:kms:dsse"}
 _MAX_CONNECTIONS = 20
 _TIMEOUTS = (3, 30)  # connect, read (seconds)
 
@@ -67,9 +83,13 @@ def _config(endpoint: str | None) -> Config:
 
 
 def _bucket_url(endpoint: str | None, bucket: str, region: str) -> str:
-    """Path-style on a custom endpoint, virtual-hosted on AWS (as the boto3 client addresses)."""
+    """Path-style on a custom endpoint, virtual-hosted on AWS (as the boto3 client addresses),
+    except for a bucket name with dots, which AWS's wildcard certificate does not cover: path
+    style there too, as botocore switches to."""
     if endpoint:
         return f"{endpoint.rstrip('/')}/{bucket}"
+    if "." in bucket:
+        return f"https://s3.{region}.amazonaws.com/{bucket}"
     return f"https://{bucket}.s3.{region}.amazonaws.com"
 
 
@@ -81,8 +101,15 @@ class S3Storage:
         endpoint_url: str | None = None,
         public_endpoint_url: str | None = None,
         region: str = "us-east-1",
+        encryption: str | None = None,
+        kms_key_id: str | None = None,
     ) -> None:
         self.bucket = bucket
+        self._encryption = {}
+        if encryption:
+            self._encryption["ServerSideEncryption"] = encryption
+        if kms_key_id:
+            self._encryption["SSEKMSKeyId"] = kms_key_id
         self._endpoint = endpoint_url
         self._region = region
         self._botocore_session = None
@@ -126,6 +153,8 @@ class S3Storage:
             endpoint_url=settings.s3_endpoint_url,
             public_endpoint_url=settings.public_s3_endpoint,
             region=settings.s3_region,
+            encryption=settings.s3_sse,
+            kms_key_id=settings.s3_sse_kms_key_id,
         )
 
     def put(self, request: PutRequest) -> ObjectInfo:
@@ -139,8 +168,15 @@ class S3Storage:
                 ContentDisposition=request.content_disposition,
                 ContentMD5=md5_b64,
                 Metadata=request.metadata,
+                **self._encryption,
             )
-        if reply["ETag"].strip('"') != request.md5_hex:
+        # The store checked the body against Content-MD5 (a mismatch is BadDigest). The ETag
+        # is a second check where it is the MD5: not under SSE-KMS, or SSE-C.
+        etag_is_md5 = (
+            reply.get("ServerSideEncryption") not in _ETAG_NOT_MD5
+            and "SSECustomerAlgorithm" not in reply
+        )
+        if etag_is_md5 and reply["ETag"].strip('"') != request.md5_hex:
             raise StorageIntegrityError(f"{request.key}: store ETag {reply['ETag']} != md5")
         # The store's own clock from the PUT's reply (its Date header is the object's
         # Last-Modified to the second), which spares a HEAD per object.
@@ -179,7 +215,7 @@ class S3Storage:
     def delete(self, key: str) -> None:
         reply = self._send(self._http, "DELETE", f"{self._base}/{_path(key)}")
         if reply.status_code >= 300 and _error(reply)[0] not in _NOT_FOUND:
-            raise _unavailable(reply)
+            raise _failure(reply)
 
     def presign_get(self, key: str, ttl: int) -> str:
         """A SigV4 query-signed GET URL for the host clients use (S3_PUBLIC_ENDPOINT_URL).
@@ -196,7 +232,7 @@ class S3Storage:
         url = self._base if self._endpoint else f"{self._base}/"
         reply = self._send(self._probe_http, "HEAD", url)
         if reply.status_code >= 300:
-            raise _unavailable(reply)
+            raise _failure(reply)
 
     def _session(self):
         if self._botocore_session is None:
@@ -249,9 +285,19 @@ def _error(reply: AWSResponse) -> tuple[str, str]:
     return root.findtext("Code") or str(reply.status_code), root.findtext("Message") or ""
 
 
-def _unavailable(reply: AWSResponse) -> StorageUnavailable:
+def _failure(reply: AWSResponse) -> StorageError:
     code, message = _error(reply)
-    return StorageUnavailable(f"S3 {code}: {message or f'HTTP {reply.status_code}'}")
+    if code == "403" or code == "404":  # a HEAD: no body to name the error
+        code = {"403": "AccessDenied", "404": "NoSuchBucket"}[code]
+    return _classified(reply.status_code, code, message or f"HTTP {reply.status_code}")
+
+
+def _classified(status: int, code: str, message: str) -> StorageError:
+    """Server errors, timeouts and throttling pass; any other client error will not."""
+    text = f"S3 {code or status}: {message}"
+    if 400 <= status < 500 and status not in (408, 429) and code not in _PASSING:
+        return StorageRefused(text)
+    return StorageUnavailable(text)
 
 
 @contextmanager
@@ -265,6 +311,7 @@ def _translated(key: str | None) -> Iterator[None]:
             raise FileNotFoundError(key) from None
         if code in {"BadDigest", "InvalidDigest"}:
             raise StorageIntegrityError(f"{key}: {code}") from None
-        raise StorageUnavailable(f"S3 {code or 'error'}: {error.get('Message', exc)}") from None
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)
+        raise _classified(status, code, str(error.get("Message", exc))) from None
     except BotoCoreError as exc:
         raise StorageUnavailable(f"S3 unreachable: {exc}") from None
