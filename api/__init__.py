@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["settings"] = settings
     app.extensions["pipeline"] = Pipeline(
         settings=settings,
-        db=Database(settings.database_url),
+        db=Database(settings.database_url, timeout=settings.database_timeout),
         storage=from_settings(settings),
         publisher=Publisher(settings),
     )

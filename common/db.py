@@ -11,8 +11,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(database_url: str) -> Engine:
-    """An engine tuned for the backend: WAL and a busy timeout on SQLite, fast connect failures."""
+def make_engine(database_url: str, *, timeout: float | None = None) -> Engine:
+    """An engine tuned for the backend: WAL and a busy timeout on SQLite; on PostgreSQL fast
+    connect failures, TCP keepalives and, with ``timeout``, a bound on every statement."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
@@ -24,10 +25,11 @@ def make_engine(database_url: str) -> Engine:
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
     connect_args = {}
-    if url.get_backend_name() == "postgresql":
+    postgresql = url.get_backend_name() == "postgresql"
+    if postgresql:
         _decode_json_with_orjson()
-        connect_args = {"connect_timeout": 2}
-    return create_engine(
+        connect_args = postgresql_connect_args(timeout)
+    engine = create_engine(
         url,
         pool_pre_ping=True,
         pool_size=5,
@@ -35,6 +37,87 @@ def make_engine(database_url: str) -> Engine:
         pool_timeout=3,
         connect_args=connect_args,
     )
+    if postgresql and timeout:
+        event.listen(engine, "do_connect", _bounded_connect(timeout))
+    return engine
+
+
+def postgresql_connect_args(timeout: float | None) -> dict:
+    """libpq settings for a database that may go away or go silent.
+
+    - connect_timeout: a connection attempt (TCP, then the server's greeting) gives up after 2 s;
+    - TCP keepalives: an idle pooled connection whose peer vanished is found within ~20 s;
+    - with ``timeout``: the server cancels a statement that runs longer (statement_timeout),
+      and unacknowledged data is given up on after it (tcp_user_timeout) when packets are lost.
+    """
+    args = {
+        "connect_timeout": 2,
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 3,
+        "keepalives_count": 3,
+    }
+    if timeout:
+        millis = int(timeout * 1000)
+        args |= {"options": f"-c statement_timeout={millis}", "tcp_user_timeout": millis}
+    return args
+
+
+def _bounded_connect(timeout: float):
+    """Connections whose every wait for the server is bounded by ``timeout`` (see
+    ``BoundedConnection``); SQLAlchemy's ``do_connect`` hook makes them."""
+
+    def connect(dialect, connection_record, cargs, cparams):
+        connection = BoundedConnection.connect(*cargs, **cparams)
+        connection.wait_timeout = timeout
+        return connection
+
+    return connect
+
+
+def _bounded_connection_class():
+    import psycopg
+    from psycopg import errors
+
+    class _Bounded(psycopg.Connection):
+        """A psycopg connection that waits for the server at most ``wait_timeout`` seconds.
+
+        A server that went silent (a dead host, a dropped path: nothing refused, nothing
+        answered) would otherwise hold the request's thread forever; no server-side timeout
+        can fire when the server is not there. psycopg's ``Connection.wait`` takes a timeout
+        (its own wait functions raise ``_WaitTimeout``, an OperationalError); this applies one
+        to every wait. The connection is closed then: its protocol state is unknown, and a
+        closed connection is one SQLAlchemy's pool discards. tests/test_db.py checks that a
+        silent server is given up on in time, so a psycopg change that bypasses ``wait`` is
+        caught.
+        """
+
+        wait_timeout: float | None = None
+
+        def wait(self, gen, interval=0.1, timeout=None):
+            try:
+                return super().wait(gen, interval=interval, timeout=timeout or self.wait_timeout)
+            except errors._WaitTimeout:
+                self.close()
+                raise errors.OperationalError(
+                    f"the database did not answer within {self.wait_timeout} s"
+                ) from None
+
+    return _Bounded
+
+
+class _LazyBounded:
+    """Builds the psycopg subclass on first use (SQLite-only processes never import psycopg)."""
+
+    _cls = None
+
+    def connect(self, *args, **kwargs):
+        if _LazyBounded._cls is None:
+            _LazyBounded._cls = _bounded_connection_class()
+        return _LazyBounded._cls.connect(*args, **kwargs)
+
+
+BoundedConnection = _LazyBounded()
 
 
 def _decode_json_with_orjson() -> None:
@@ -61,8 +144,8 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 class Database:
     """Holds one engine and its session factory; ``session()`` is a unit of work."""
 
-    def __init__(self, database_url: str) -> None:
-        self.engine = make_engine(database_url)
+    def __init__(self, database_url: str, *, timeout: float | None = None) -> None:
+        self.engine = make_engine(database_url, timeout=timeout)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
         # Reads of one statement need no transaction of their own: on PostgreSQL they run in
         # autocommit, which saves the BEGIN and COMMIT round trips. SQLite keeps its usual

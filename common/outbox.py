@@ -52,6 +52,16 @@ def unmark_published(session: Session, file_ids: list[int], kind: OutboxKind) ->
     )
 
 
+def make_all_published_due(session: Session) -> int:
+    """Every entry already published is to be published again (the broker lost its queues)."""
+    result = session.execute(
+        update(OutboxEntry)
+        .where(OutboxEntry.published_at.is_not(None))
+        .values(published_at=None, created_at=db_now(-UNSENT_GRACE.total_seconds()))
+    )
+    return result.rowcount
+
+
 def make_due(session: Session, file_ids: list[int], kind: OutboxKind) -> None:
     """Entries to publish again at the reconciler's next look, without waiting to go stale."""
     session.execute(

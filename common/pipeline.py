@@ -42,6 +42,10 @@ from common.storage import (
 
 log = logging.getLogger(__name__)
 
+#: The reason of a file that failed because the store stayed unavailable through every retry;
+#: the reconciler puts such files back in the pipeline once the store answers again.
+OUTAGE = "Хранилище недоступно: "
+
 
 def iso_z(moment: datetime, *, millis: bool = False) -> str:
     """ISO 8601 in UTC with a ``Z``, as the seed writes times."""

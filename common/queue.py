@@ -22,9 +22,16 @@ EXTRACT_METADATA = "worker.tasks.extract_metadata"
 DELETE_OBJECT = "worker.tasks.delete_object"
 RECONCILE = "worker.tasks.reconcile"
 
+#: A key this service keeps in the broker's database. When it is gone, Redis lost its data
+#: (restarted without persistence, failed over to an empty replica) and the tasks queued in it.
+SENTINEL = "pipeline:broker-sentinel"
 
-def transport_options(settings: Settings) -> dict:
-    """Options of the Redis transport, shared by the workers' Celery app and the publisher."""
+
+def transport_options(settings: Settings, *, publishing: bool = False) -> dict:
+    """Options of the Redis transport of the workers' Celery app, or (``publishing``) of the
+    publisher, which must not wait long for a Redis that went silent: an upload answers 201
+    either way, the outbox keeps the work."""
+    socket_timeout = settings.broker_publish_timeout if publishing else 5
     return {
         # Longer than the longest task with all its retries' countdowns, so that a message
         # is redelivered only when its worker is really gone.
@@ -33,8 +40,8 @@ def transport_options(settings: Settings) -> dict:
         # one cheap ZRANGE, so a redelivery waits little longer than the timeout itself.
         "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 5)),
         "unacked_restore_throttle": 1,
-        "socket_timeout": 5,
-        "socket_connect_timeout": 1,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": min(1, socket_timeout),
         "retry_on_timeout": False,
         # Publishing gives up fast when Redis is down: the outbox holds the work, and an
         # upload must not wait seconds for a broker it does not need to answer.
@@ -85,12 +92,17 @@ class Publisher:
         from kombu import Connection
         from kombu.pools import ProducerPool
 
+        options = transport_options(settings, publishing=True)
         self._connection = Connection(
-            settings.redis_url, transport_options=transport_options(settings), connect_timeout=1
+            settings.redis_url,
+            transport_options=options,
+            connect_timeout=options["socket_connect_timeout"],
         )
         self._connections = self._connection.Pool(pool_limit)
         self._producers = ProducerPool(self._connections, limit=pool_limit)
         self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
+        self._url = settings.redis_url
+        self._timeout = options["socket_timeout"]
         # The transport's own exceptions (redis-py's ConnectionError is not an OSError), which
         # Celery's send_task would have re-raised as kombu errors.
         self._errors = self._connection.connection_errors + self._connection.channel_errors
@@ -122,6 +134,21 @@ class Publisher:
             )
             return False
         return True
+
+    def broker_lost_its_data(self) -> bool | None:
+        """True when the broker no longer holds ``SENTINEL`` (it is set again now): whatever
+        was queued before is gone. None when the broker does not answer."""
+        import redis
+
+        client = redis.Redis.from_url(
+            self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
+        )
+        try:
+            return bool(client.set(SENTINEL, os.getpid(), nx=True))
+        except (redis.RedisError, OSError):
+            return None
+        finally:
+            client.close()
 
     def close(self) -> None:
         self._producers.force_close_all()

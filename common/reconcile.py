@@ -1,8 +1,13 @@
 """What beat runs every RECONCILE_INTERVAL: nothing accepted is left behind.
 
+- notices a broker that lost its data (its sentinel key is gone: restarted without persistence,
+  failed over to an empty replica) and publishes every outstanding entry again at once,
+  instead of after OUTBOX_STALE_AFTER;
 - takes back files whose worker died (their claim's lease lapsed) and publishes them again;
 - publishes outbox entries that never reached the broker, or whose message went missing (stale);
 - gives up on an entry published OUTBOX_MAX_PUBLISHES times: the file ends ``failed``;
+- puts files that failed because the store stayed down back in the pipeline once it answers
+  (up to three rounds of retries per file);
 - removes staged bytes nobody needs any more (finished files, uploads whose row never committed).
 
 Passes may overlap (beat and ``flask reconcile``, or a pass longer than the interval): an
@@ -23,7 +28,8 @@ from sqlalchemy import select
 from common import outbox
 from common.models import File, FileStatus, OutboxKind
 from common.naming import is_generated_name
-from common.pipeline import Pipeline, give_up, reclaim_lapsed
+from common.pipeline import OUTAGE, Pipeline, give_up, reclaim_lapsed
+from common.storage import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +44,7 @@ class ReconcileReport:
     reclaimed: int = 0
     published: int = 0
     failed: int = 0
+    requeued: int = 0
     reaped: int = 0
 
 
@@ -45,14 +52,20 @@ def reconcile(pipeline: Pipeline) -> ReconcileReport:
     """One pass of the reconciler."""
     report = ReconcileReport()
     pipeline.marks.flush()  # this process's own publishes, recorded before looking
+    if pipeline.publisher.broker_lost_its_data():
+        with pipeline.db.session() as session:
+            lost = outbox.make_all_published_due(session)
+        if lost:
+            log.warning("reconcile: the broker lost its data; %d entries published again", lost)
     with pipeline.db.session() as session:
         reclaimed = reclaim_lapsed(session, BATCH, skip_locked=pipeline.db.supports_skip_locked)
     report.reclaimed = len(reclaimed)
     if reclaimed:
         log.warning("reconcile: took back files whose worker stopped: %s", reclaimed)
     _republish(pipeline, report)
+    _requeue_after_outage(pipeline, report)
     _reap_staging(pipeline, report)
-    if report.reclaimed or report.published or report.failed or report.reaped:
+    if any(vars(report).values()):
         log.info("reconcile: %s", report)
     return report
 
@@ -92,6 +105,31 @@ def _republish(pipeline: Pipeline, report: ReconcileReport) -> None:
         with db.session() as session:
             for kind, file_ids in unsent.items():
                 outbox.unmark_published(session, file_ids, kind)
+
+
+def _requeue_after_outage(pipeline: Pipeline, report: ReconcileReport) -> None:
+    """Files that failed because the store was down go back once it answers again. Each
+    round of retries claims a file INGEST_MAX_RETRIES + 1 times: after three rounds it stays
+    failed, for an operator to look at."""
+    rounds = 3 * (pipeline.settings.ingest_max_retries + 1)
+    query = (
+        select(File.id)
+        .where(
+            File.status == FileStatus.FAILED,
+            File.error.startswith(OUTAGE, autoescape=True),
+            File.attempts < rounds,
+        )
+        .limit(BATCH)
+    )
+    with pipeline.db.reading() as session:
+        failed = list(session.scalars(query))
+    if not failed:
+        return
+    try:
+        pipeline.storage.health()
+    except StorageError:
+        return
+    report.requeued += sum(pipeline.requeue_failed(file_id) for file_id in failed)
 
 
 def _reap_staging(pipeline: Pipeline, report: ReconcileReport) -> None:

@@ -170,7 +170,16 @@ class Settings:
     metrics_allow: tuple[str, ...] = _setting(
         "METRICS_ALLOW", ("127.0.0.0/8", "::1/128"), _networks
     )
-    # Pipeline tuning: not in the seed, but operators and tests need them.
+    # Bounds on dependencies that go silent (nothing refused, nothing answered).
+    # The longest a PostgreSQL statement may take, and a silent server is waited for.
+    database_timeout: float = _setting("DATABASE_TIMEOUT", 2.0, _positive_float)
+    # A publish waits this long for a silent Redis before the outbox keeps the work.
+    broker_publish_timeout: float = _setting("BROKER_PUBLISH_TIMEOUT", 1.0, _positive_float)
+    # The workers' S3 requests: connect and read timeouts, and attempts per request.
+    s3_connect_timeout: float = _setting("S3_CONNECT_TIMEOUT", 3.0, _positive_float)
+    s3_read_timeout: float = _setting("S3_READ_TIMEOUT", 30.0, _positive_float)
+    s3_max_attempts: int = _setting("S3_MAX_ATTEMPTS", 3, _positive_int)
+    # Pipeline tuning: operators and tests need them.
     ingest_max_retries: int = _setting("INGEST_MAX_RETRIES", 8, _non_negative_int)
     retry_backoff_max: int = _setting("RETRY_BACKOFF_MAX", 600, _positive_int)
     visibility_timeout: int = _setting("VISIBILITY_TIMEOUT", 3600, _positive_int)

@@ -136,6 +136,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "RECONCILE_INTERVAL": str(settings.reconcile_interval),
         "OUTBOX_MAX_PUBLISHES": str(settings.outbox_max_publishes),
         "CLAIM_LEASE": str(settings.claim_lease),
+        "S3_READ_TIMEOUT": str(settings.s3_read_timeout),
+        "S3_MAX_ATTEMPTS": str(settings.s3_max_attempts),
     }
     if settings.s3_bucket:
         env["S3_BUCKET"] = settings.s3_bucket

@@ -2,8 +2,10 @@
 
 It listens on a free loopback port and forwards to ``target``. ``delay`` is added once per
 request burst (the first bytes a client sends after a pause), ``bandwidth`` caps bytes per
-second in each direction, and ``down()`` closes every connection and refuses new ones until
-``up()``.
+second in each direction, ``down()`` closes every connection and refuses new ones until
+``up()``, and ``silence()`` makes it a black hole until ``up()``: connections are accepted and
+kept open, and every byte either way is dropped, as when a network path or a host dies
+without a word (nothing is refused, nothing is answered).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class TcpProxy:
         self.port = self._listener.getsockname()[1]
         self._accepting = threading.Event()
         self._accepting.set()
+        self._silent = threading.Event()
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closed = False
@@ -40,7 +43,13 @@ class TcpProxy:
                 _close(sock)
             self._sockets.clear()
 
+    def silence(self) -> None:
+        """Drop everything from now on: open connections go quiet, new ones are accepted and
+        never answered."""
+        self._silent.set()
+
     def up(self) -> None:
+        self._silent.clear()
         self._accepting.set()
 
     def close(self) -> None:
@@ -56,6 +65,10 @@ class TcpProxy:
                 return
             if not self._accepting.is_set():
                 _close(client)
+                continue
+            if self._silent.is_set():  # held open, never read nor answered
+                with self._lock:
+                    self._sockets.add(client)
                 continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
@@ -73,6 +86,8 @@ class TcpProxy:
         last = 0.0
         try:
             while chunk := source.recv(65536):
+                if self._silent.is_set():
+                    continue  # dropped on the floor
                 now = time.monotonic()
                 if delayed and self.delay and now - last > 0.005:
                     time.sleep(self.delay)  # latency of each new request on the line

@@ -55,7 +55,13 @@ def test_requeue_needs_names_or_all(app):
 
 
 def test_reconcile_runs_once(app):
-    assert run(app, "reconcile") == {"reclaimed": 0, "published": 0, "failed": 0, "reaped": 0}
+    assert run(app, "reconcile") == {
+        "reclaimed": 0,
+        "published": 0,
+        "failed": 0,
+        "requeued": 0,
+        "reaped": 0,
+    }
 
 
 def test_create_bucket(app, clean_stack):

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from common.models import File, FileStatus, OutboxEntry, OutboxKind
 from common.pipeline import Pipeline
-from common.queue import Publisher
+from common.queue import SENTINEL, Publisher
 from common.reconcile import ORPHAN_AGE, reconcile
 from common.staging import StagedUpload
 from common.storage import from_settings
@@ -30,9 +30,11 @@ from tests.conftest import REDIS_SERVER
 
 @pytest.fixture
 def quiet_redis(redis_db):
-    """A Redis database no worker listens on: published tasks wait there."""
+    """A Redis database no worker listens on: published tasks wait there. It holds the
+    service's sentinel, as a broker that has not lost its data does."""
     client = redis.Redis.from_url(f"{REDIS_SERVER}/{redis_db + 1}")
     client.flushdb()
+    client.set(SENTINEL, 1)
     yield client
     client.flushdb()
 
@@ -508,3 +510,41 @@ def test_a_push_the_store_refuses_fails_at_once_with_the_reason(pipeline):
     assert row.status == FileStatus.FAILED and "MetadataTooLarge" in row.error
     assert outbox_kinds(pipeline, file.id) == []
     assert Path(pipeline.settings.staging_dir, file.name).exists()
+
+
+def test_a_broker_that_lost_its_data_gets_the_outstanding_work_again(pipeline, quiet_redis):
+    """Redis came back empty: the queued tasks are gone, but their entries look published.
+    One pass publishes them again; a broker that kept its data gets nothing twice."""
+    files = [accept(pipeline, f"queued {i}".encode()) for i in range(3)]
+    pipeline.marks.flush()
+    assert quiet_redis.llen("uploads") == 3
+    assert reconcile(pipeline).published == 0  # a healthy backlog is left alone
+    assert quiet_redis.llen("uploads") == 3
+    quiet_redis.flushdb()  # as a restart without persistence leaves it
+    assert reconcile(pipeline).published == 3
+    assert quiet_redis.llen("uploads") == 3
+    assert reconcile(pipeline).published == 0
+    for file in files:
+        assert pipeline.ingest(file.id) == FileStatus.STORED
+
+
+def test_files_failed_by_a_store_outage_go_back_once_the_store_answers(pipeline, quiet_redis):
+    from common.pipeline import OUTAGE
+    from common.storage.s3 import S3Storage
+
+    outage = accept(pipeline, b"the store was down")
+    refused = accept(pipeline, b"the store said no")
+    worn = accept(pipeline, b"three rounds already")
+    pipeline.fail(outage.id, OUTAGE + "S3 unreachable")
+    pipeline.fail(refused.id, "Хранилище отказало: S3 AccessDenied")
+    pipeline.fail(worn.id, OUTAGE + "S3 unreachable")
+    with pipeline.db.session() as session:
+        session.execute(update(File).where(File.id == worn.id).values(attempts=27))
+    still_down = replace(pipeline, storage=S3Storage("bucket", endpoint_url="http://127.0.0.1:1"))
+    assert reconcile(still_down).requeued == 0
+    report = reconcile(pipeline)
+    assert report.requeued == 1
+    assert status_of(pipeline, outage.id).status == FileStatus.PENDING
+    assert status_of(pipeline, refused.id).status == FileStatus.FAILED
+    assert status_of(pipeline, worn.id).status == FileStatus.FAILED
+    assert pipeline.ingest(outage.id) == FileStatus.STORED

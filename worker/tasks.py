@@ -15,7 +15,7 @@ from sqlalchemy.orm import configure_mappers
 
 from common.db import Database
 from common.models import OutboxKind
-from common.pipeline import Pipeline
+from common.pipeline import OUTAGE, Pipeline
 from common.queue import DELETE_OBJECT, EXTRACT_METADATA, INGEST, RECONCILE, Publisher
 from common.reconcile import reconcile as reconcile_once
 from common.storage import (
@@ -42,7 +42,7 @@ def pipeline() -> Pipeline:
     if _pipeline is None:
         _pipeline = Pipeline(
             settings=settings,
-            db=Database(settings.database_url),
+            db=Database(settings.database_url, timeout=settings.database_timeout),
             storage=_storage or from_settings(settings),
             publisher=Publisher(settings),
         )
@@ -94,27 +94,39 @@ def backoff(retries: int) -> float:
     return random.uniform(1, max(1, min(settings.retry_backoff_max, 2**retries)))
 
 
-def retry_or_give_up(task: Task, exc: Exception, give_up, keep_alive=None) -> None:
-    """Retry with backoff; after the last retry call ``give_up(reason)`` instead."""
-    if task.request.retries >= task.max_retries:
+#: A database outage is waited out however long it lasts (nothing can be recorded without the
+#: database, not even a failure); its retries come at most this many seconds apart, so work
+#: resumes soon after it is back.
+DATABASE_RETRY_CAP = 30
+
+
+def retry_or_give_up(
+    task: Task, exc: Exception, failures: int, limit: int, give_up, keep_alive=None
+) -> None:
+    """Retry with backoff. Store faults count (``failures``, carried in the task's kwargs):
+    after ``limit`` of them ``give_up(reason)`` is called instead. Database faults do not
+    count: they are retried until the database answers."""
+    if isinstance(exc, OperationalError):
+        log.warning("%s[%s] database unavailable, will retry: %s", task.name, task.request.id, exc)
+        countdown = min(DATABASE_RETRY_CAP, backoff(task.request.retries))
+        raise task.retry(exc=exc, countdown=countdown, max_retries=None)
+    if failures >= limit:
         give_up(f"{exc.__class__.__name__}: {exc}")
         return
     log.warning("%s[%s] will retry: %s", task.name, task.request.id, exc)
     if keep_alive is not None:
-        # If the database is what is down, the outbox entry simply ages.
-        with contextlib.suppress(OperationalError):
+        with contextlib.suppress(OperationalError):  # the entry then simply ages
             keep_alive()
-    raise task.retry(exc=exc, countdown=backoff(task.request.retries))
+    raise task.retry(
+        exc=exc,
+        countdown=backoff(failures),
+        kwargs={"failures": failures + 1},
+        max_retries=None,
+    )
 
 
-@app.task(
-    bind=True,
-    name=INGEST,
-    max_retries=settings.ingest_max_retries,
-    soft_time_limit=300,
-    time_limit=330,
-)
-def ingest(self: Task, file_id: int) -> str | None:
+@app.task(bind=True, name=INGEST, max_retries=None, soft_time_limit=300, time_limit=330)
+def ingest(self: Task, file_id: int, failures: int = 0) -> str | None:
     """Verify a staged file, push it to the store, mark it stored (or rejected)."""
     try:
         status = pipeline().ingest(file_id)
@@ -122,20 +134,24 @@ def ingest(self: Task, file_id: int) -> str | None:
         retry_or_give_up(
             self,
             exc,
-            lambda reason: pipeline().fail(file_id, "Хранилище недоступно: " + reason),
+            failures,
+            settings.ingest_max_retries,
+            lambda reason: pipeline().fail(file_id, OUTAGE + reason),
             lambda: pipeline().keep_alive(file_id, OutboxKind.INGEST),
         )
         return "failed"
     return status.value if status else None
 
 
-@app.task(bind=True, name=EXTRACT_METADATA, max_retries=5, soft_time_limit=120, time_limit=150)
-def extract_metadata(self: Task, file_id: int) -> None:
+@app.task(bind=True, name=EXTRACT_METADATA, max_retries=None, soft_time_limit=120, time_limit=150)
+def extract_metadata(self: Task, file_id: int, failures: int = 0) -> None:
     """Parse a stored file for image size, PDF pages and the like."""
     try:
         pipeline().extract(file_id)
     except TRANSIENT as exc:
-        retry_or_give_up(self, exc, lambda reason: log.error("metadata of %s: %s", file_id, reason))
+        retry_or_give_up(
+            self, exc, failures, 5, lambda reason: log.error("metadata of %s: %s", file_id, reason)
+        )
 
 
 @app.task(bind=True, name=DELETE_OBJECT, max_retries=None, soft_time_limit=60)

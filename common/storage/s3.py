@@ -56,17 +56,18 @@ _PASSING = {
 #: Server-side encryption whose ETag is not the MD5 of the object (SSE-KMS, DSSE-KMS).
 _ETAG_NOT_MD5 = {"aws:kms", "aws:kms:dsse"}
 _MAX_CONNECTIONS = 20
-_TIMEOUTS = (3, 30)  # connect, read (seconds)
+_TIMEOUTS = (3, 30)  # connect, read (seconds): defaults of S3_CONNECT/READ_TIMEOUT
 
 
-def _config(endpoint: str | None) -> Config:
+def _config(endpoint: str | None, timeouts: tuple[float, float], attempts: int) -> Config:
     from botocore.config import Config
 
     return Config(
         signature_version="s3v4",
-        connect_timeout=_TIMEOUTS[0],
-        read_timeout=_TIMEOUTS[1],
-        retries={"total_max_attempts": 3, "mode": "standard"},
+        connect_timeout=timeouts[0],
+        read_timeout=timeouts[1],
+        # "standard": retries of throttling and 5xx with backoff, within one task attempt.
+        retries={"total_max_attempts": attempts, "mode": "standard"},
         s3={
             # Path-style addressing for custom endpoints: MinIO and moto have no bucket DNS names.
             "addressing_style": "path" if endpoint else "auto",
@@ -103,8 +104,11 @@ class S3Storage:
         region: str = "us-east-1",
         encryption: str | None = None,
         kms_key_id: str | None = None,
+        timeouts: tuple[float, float] = _TIMEOUTS,
+        attempts: int = 3,
     ) -> None:
         self.bucket = bucket
+        self._timeouts, self._attempts = timeouts, attempts
         self._encryption = {}
         if encryption:
             self._encryption["ServerSideEncryption"] = encryption
@@ -116,7 +120,7 @@ class S3Storage:
         self._credential_source = None
         self._base = _bucket_url(endpoint_url, bucket, region)
         self._public_base = _bucket_url(public_endpoint_url or endpoint_url, bucket, region)
-        self._http = URLLib3Session(timeout=_TIMEOUTS, max_pool_connections=_MAX_CONNECTIONS)
+        self._http = URLLib3Session(timeout=timeouts, max_pool_connections=_MAX_CONNECTIONS)
         self._probe_http = URLLib3Session(timeout=(1, 1.5), max_pool_connections=2)
         self._client_lock = threading.Lock()
         self._client_instance: BaseClient | None = None
@@ -134,7 +138,7 @@ class S3Storage:
                         "s3",
                         endpoint_url=self._endpoint,
                         region_name=self._region,
-                        config=_config(self._endpoint),
+                        config=_config(self._endpoint, self._timeouts, self._attempts),
                     )
         return self._client_instance
 
@@ -155,6 +159,8 @@ class S3Storage:
             region=settings.s3_region,
             encryption=settings.s3_sse,
             kms_key_id=settings.s3_sse_kms_key_id,
+            timeouts=(settings.s3_connect_timeout, settings.s3_read_timeout),
+            attempts=settings.s3_max_attempts,
         )
 
     def put(self, request: PutRequest) -> ObjectInfo:

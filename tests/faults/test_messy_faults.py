@@ -1,0 +1,177 @@
+"""Faults as they really happen: dependencies that go silent, a broker that comes back empty,
+outages longer than the retries, damaged staged copies, deletes while the store is down."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import redis
+
+from common.db import Database
+from common.queue import SENTINEL
+from tests import multipart
+from tests.conftest import eventually, wait_for_status
+from tests.faults.test_faults import database_behind_a_proxy, objects, staged, upload
+from tests.tcpproxy import TcpProxy
+
+
+def test_a_silent_database_is_503_within_five_seconds(fault_env):
+    """The database host dies without a word: connections open, nothing answers."""
+    env = fault_env
+    with database_behind_a_proxy(env) as (url, _direct, proxy):
+        client = env.app(database_url=url).test_client()
+        assert client.get("/users").status_code == 200  # a pooled connection is open
+        proxy.silence()
+        for call in (
+            lambda: client.get("/users"),
+            lambda: upload(client, b"not accepted"),
+            lambda: client.get("/files"),
+        ):
+            started = time.monotonic()
+            reply = call()
+            assert reply.status_code == 503, reply.get_data(as_text=True)
+            assert reply.get_json()["code"] == "DATABASE_UNAVAILABLE"
+            assert time.monotonic() - started < 5
+        assert not any(Path(env.settings.staging_dir).glob("*"))
+        proxy.up()
+        assert eventually(lambda: client.get("/users").status_code == 200, timeout=20)
+
+
+def test_a_silent_redis_still_answers_uploads_within_three_seconds(fault_env):
+    env = fault_env
+    line = TcpProxy(env.redis.port)
+    try:
+        client = env.app(redis_url=f"redis://127.0.0.1:{line.port}/0").test_client()
+        assert upload(client, b"before").status_code == 201  # the publisher is connected
+        line.silence()
+        names = []
+        for i in range(3):
+            started = time.monotonic()
+            reply = upload(client, f"while redis is silent {i}".encode())
+            assert time.monotonic() - started < 3
+            assert reply.status_code == 201 and reply.get_json()["status"] == "pending"
+            names.append(reply.get_json()["filename"])
+        env.worker()
+        env.beat()  # on the direct line: the reconciler publishes what the API could not
+        for name in names:
+            wait_for_status(env.db, name, {"stored"}, timeout=60)
+    finally:
+        line.close()
+
+
+def test_a_silent_store_is_unhealthy_within_three_seconds_and_pushes_retry(fault_env):
+    env = fault_env
+    worker = env.worker()
+    client = env.app().test_client()
+    env.proxy.silence()
+    started = time.monotonic()
+    health = client.get("/health/storage")
+    assert health.status_code == 503 and time.monotonic() - started < 3
+    name = upload(client, b"pushed into silence").get_json()["filename"]
+    assert eventually(lambda: "will retry" in worker.log.read_text(), timeout=30)
+    env.proxy.up()
+    wait_for_status(env.db, name, {"stored"}, timeout=60)
+    assert objects(env) == [name]
+
+
+def test_a_broker_that_comes_back_empty_gets_its_work_again_with_shipped_settings(
+    shipped_fault_env,
+):
+    """Tasks queued in Redis, then Redis restarted without its data: the outbox entries look
+    published, and OUTBOX_STALE_AFTER is an hour. The reconciler sees the sentinel gone."""
+    env = shipped_fault_env
+    app = env.app()
+    client = app.test_client()
+    redis.Redis.from_url(env.settings.redis_url).set(SENTINEL, 1)  # a broker in service
+    names = [upload(client, f"queued {i}".encode()).get_json()["filename"] for i in range(4)]
+    app.extensions["pipeline"].marks.flush()
+    assert redis.Redis.from_url(env.settings.redis_url).llen("uploads") == 4
+    env.redis.stop()
+    env.redis.start()  # empty
+    emptied = time.monotonic()
+    env.worker()
+    env.beat()
+    for name in names:
+        wait_for_status(
+            env.db, name, {"stored"}, timeout=max(1, 120 - (time.monotonic() - emptied))
+        )
+    assert sorted(objects(env)) == sorted(names)
+
+
+@pytest.mark.slow
+def test_a_database_outage_longer_than_the_retries_ends_stored_soon_after(fault_env):
+    """The database is gone for longer than every store retry together: the workers cannot
+    even record a failure. They wait it out; once it is back every file is stored."""
+    env = fault_env
+    with database_behind_a_proxy(env) as (url, direct_url, proxy):
+        env.settings = replace(env.settings, database_url=url)
+        client = env.app().test_client()
+        names = [upload(client, f"file {i}".encode()).get_json()["filename"] for i in range(3)]
+        proxy.down()
+        worker = env.worker()
+        env.beat()
+        assert eventually(lambda: "database unavailable" in worker.log.read_text(), timeout=30)
+        time.sleep(20)  # SHORTENED retries (3, at most 2 s apart) are long spent
+        proxy.up()
+        back = time.monotonic()
+        direct = Database(direct_url)
+        try:
+            for name in names:
+                remaining = 120 - (time.monotonic() - back)
+                wait_for_status(direct, name, {"stored"}, timeout=max(1, remaining))
+        finally:
+            direct.dispose()
+        assert sorted(objects(env)) == sorted(names)
+
+
+def test_a_delete_while_the_store_is_down_removes_the_object_once_it_is_back(fault_env):
+    env = fault_env
+    env.worker()
+    client = env.app().test_client()
+    name = upload(client, b"to be deleted").get_json()["filename"]
+    wait_for_status(env.db, name, {"stored"}, timeout=30)
+    env.s3.stop()
+    reply = client.delete(f"/files/{name}")
+    assert reply.status_code == 200
+    assert client.get(f"/files/{name}/info").status_code == 404
+    env.s3.start()  # moto keeps its objects across a restart: the object is still there
+    assert eventually(lambda: objects(env) == [], timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda path: path.write_bytes(b"flipped bits"), "повреждена"),
+        (lambda path: path.unlink(), "утеряна"),
+    ],
+    ids=["corrupted", "vanished"],
+)
+def test_a_damaged_staged_copy_ends_failed_with_the_reason(fault_env, damage, reason):
+    env = fault_env
+    client = env.app().test_client()
+    name = upload(client, b"accepted intact").get_json()["filename"]
+    damage(staged(env, name))
+    env.worker()
+    file = wait_for_status(env.db, name, {"failed"}, timeout=30)
+    assert reason in file.error
+    assert objects(env) == []
+
+
+def test_prefer_wait_running_out_answers_pending(fault_env):
+    env = fault_env  # no worker: the file cannot be finished in time
+    client = env.app().test_client()
+    body = multipart.file_body("a.txt", b"waited for")
+    started = time.monotonic()
+    reply = client.post(
+        "/files/upload",
+        data=body,
+        content_type=multipart.CONTENT_TYPE,
+        headers={"Prefer": "wait=2"},
+    )
+    waited = time.monotonic() - started
+    assert reply.status_code == 201 and reply.get_json()["status"] == "pending"
+    assert "Preference-Applied" not in reply.headers
+    assert 2 <= waited < 4
