@@ -108,6 +108,13 @@ def _log_format(raw: str) -> str:
     return value
 
 
+def _addressing(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"auto", "path", "virtual"}:
+        raise ValueError("must be auto, path or virtual")
+    return value
+
+
 def _sse(raw: str) -> str | None:
     value = raw.strip()
     if value not in {"", "AES256", "aws:kms", "aws:kms:dsse"}:
@@ -147,6 +154,9 @@ class Settings:
     s3_endpoint_url: str | None = _setting("S3_ENDPOINT_URL", None, _url)
     s3_public_endpoint_url: str | None = _setting("S3_PUBLIC_ENDPOINT_URL", None, _url)
     s3_region: str = _setting("S3_REGION", "us-east-1")
+    # How the bucket is named in URLs: path (/bucket/key), virtual (bucket.host/key), or auto:
+    # path on a custom endpoint, virtual on AWS except for bucket names with dots.
+    s3_addressing_style: str = _setting("S3_ADDRESSING_STYLE", "auto", _addressing)
     # Server-side encryption of pushed objects: AES256, aws:kms (with an optional key id).
     s3_sse: str | None = _setting("S3_SSE", None, _sse)
     s3_sse_kms_key_id: str | None = _setting("S3_SSE_KMS_KEY_ID", None)

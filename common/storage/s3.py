@@ -59,7 +59,9 @@ _MAX_CONNECTIONS = 20
 _TIMEOUTS = (3, 30)  # connect, read (seconds): defaults of S3_CONNECT/READ_TIMEOUT
 
 
-def _config(endpoint: str | None, timeouts: tuple[float, float], attempts: int) -> Config:
+def _config(
+    endpoint: str | None, style: str, timeouts: tuple[float, float], attempts: int
+) -> Config:
     from botocore.config import Config
 
     return Config(
@@ -69,8 +71,9 @@ def _config(endpoint: str | None, timeouts: tuple[float, float], attempts: int) 
         # "standard": retries of throttling and 5xx with backoff, within one task attempt.
         retries={"total_max_attempts": attempts, "mode": "standard"},
         s3={
-            # Path-style addressing for custom endpoints: MinIO and moto have no bucket DNS names.
-            "addressing_style": "path" if endpoint else "auto",
+            # Path-style addressing for custom endpoints unless asked otherwise: MinIO and moto
+            # have no bucket DNS names.
+            "addressing_style": "path" if endpoint and style == "auto" else style,
             # The body is covered by Content-MD5, which is signed and which the store verifies;
             # signing its sha256 as well (botocore's default over plain HTTP) would cost one
             # more pass over every object. Over HTTPS botocore does the same by default.
@@ -83,13 +86,17 @@ def _config(endpoint: str | None, timeouts: tuple[float, float], attempts: int) 
     )
 
 
-def _bucket_url(endpoint: str | None, bucket: str, region: str) -> str:
-    """Path-style on a custom endpoint, virtual-hosted on AWS (as the boto3 client addresses),
-    except for a bucket name with dots, which AWS's wildcard certificate does not cover: path
-    style there too, as botocore switches to."""
+def _bucket_url(endpoint: str | None, bucket: str, region: str, style: str = "auto") -> str:
+    """The bucket's base URL, addressed as the boto3 client addresses it: with ``auto``,
+    path-style on a custom endpoint and virtual-hosted on AWS, except for a bucket name with
+    dots, which AWS's wildcard certificate does not cover (path-style there too, as botocore
+    switches to)."""
     if endpoint:
+        if style == "virtual":
+            scheme, _, host = endpoint.rstrip("/").partition("://")
+            return f"{scheme}://{bucket}.{host}"
         return f"{endpoint.rstrip('/')}/{bucket}"
-    if "." in bucket:
+    if style == "path" or (style == "auto" and "." in bucket):
         return f"https://s3.{region}.amazonaws.com/{bucket}"
     return f"https://{bucket}.s3.{region}.amazonaws.com"
 
@@ -106,9 +113,11 @@ class S3Storage:
         kms_key_id: str | None = None,
         timeouts: tuple[float, float] = _TIMEOUTS,
         attempts: int = 3,
+        addressing_style: str = "auto",
     ) -> None:
         self.bucket = bucket
         self._timeouts, self._attempts = timeouts, attempts
+        self._style = addressing_style
         self._encryption = {}
         if encryption:
             self._encryption["ServerSideEncryption"] = encryption
@@ -118,8 +127,9 @@ class S3Storage:
         self._region = region
         self._botocore_session = None
         self._credential_source = None
-        self._base = _bucket_url(endpoint_url, bucket, region)
-        self._public_base = _bucket_url(public_endpoint_url or endpoint_url, bucket, region)
+        self._base = _bucket_url(endpoint_url, bucket, region, addressing_style)
+        public = public_endpoint_url or endpoint_url
+        self._public_base = _bucket_url(public, bucket, region, addressing_style)
         self._http = URLLib3Session(timeout=timeouts, max_pool_connections=_MAX_CONNECTIONS)
         self._probe_http = URLLib3Session(timeout=(1, 1.5), max_pool_connections=2)
         self._client_lock = threading.Lock()
@@ -138,7 +148,7 @@ class S3Storage:
                         "s3",
                         endpoint_url=self._endpoint,
                         region_name=self._region,
-                        config=_config(self._endpoint, self._timeouts, self._attempts),
+                        config=_config(self._endpoint, self._style, self._timeouts, self._attempts),
                     )
         return self._client_instance
 
@@ -161,6 +171,7 @@ class S3Storage:
             kms_key_id=settings.s3_sse_kms_key_id,
             timeouts=(settings.s3_connect_timeout, settings.s3_read_timeout),
             attempts=settings.s3_max_attempts,
+            addressing_style=settings.s3_addressing_style,
         )
 
     def put(self, request: PutRequest) -> ObjectInfo:
