@@ -1,8 +1,8 @@
 """The one JSON error shape, and the mapping of every exception to it.
 
-Body: ``{"error": <human message, Russian as in the seed>, "code": <MACHINE_CODE>, "details"?:
-...}`` plus the seed's extra keys (``allowed_extensions``, ``max_size_mb``). No route answers
-an HTML page or a traceback.
+Body: ``{"error": <human message, Russian>, "code": <MACHINE_CODE>, "details"?: ...}`` plus the
+extra keys of some errors (``allowed_extensions``, ``max_size_mb``), as docs/API.md lists them.
+No route answers an HTML page or a traceback.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""File routes: upload, list, info, download, delete (SPEC §4)."""
+"""File routes: upload, list, info, download, delete (docs/API.md)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ UrlOf = Callable[[File | Row], str | None]
 
 
 def file_object(file: File | Row, url_of: UrlOf | None = None) -> dict[str, Any]:
-    """The file object of SPEC §4 (``info``, list entries, ``file_info``); ``url_of`` from
+    """The file object of docs/API.md (``info``, list entries, ``file_info``); ``url_of`` from
     ``download_urls()`` when building many."""
     body: dict[str, Any] = {
         "name": file.name,

@@ -1,9 +1,10 @@
-"""Per-client rate limits kept in Redis, so they hold across every API process (SPEC §5).
+"""Per-client rate limits kept in Redis, so they hold across every API process (README,
+"Operations").
 
-flask-limiter has no token bucket; the seed's "10 requests/second with bursts of up to 20" is a
-pair of moving windows: ``20/second`` lets a burst of 20 through at once, ``100/10 seconds`` holds
-the sustained rate to 10 a second. Uploads have their own ``5/minute``. ``GET /`` and
-``/health/*`` are exempt.
+flask-limiter has no token bucket; the API document's "10 requests/second with bursts of up to
+20" is a pair of moving windows: ``20/second`` lets a burst of 20 through at once, and
+``100/10 seconds`` holds the sustained rate to 10 a second. Uploads have their own
+``5/minute``. ``GET /`` and ``/health/*`` are exempt.
 
 If Redis stops answering, requests keep being served: limits fall back to per-process memory
 (the default limits, for every route), flask-limiter logs the switch once, and Redis is probed

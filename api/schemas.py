@@ -100,7 +100,7 @@ class Health(BaseModel):
 
 
 class FileMetadata(BaseModel):
-    """The seed's four string fields, plus what the metadata worker extracted."""
+    """The four string fields every file has, plus what the metadata worker extracted."""
 
     model_config = ConfigDict(extra="allow")
 

@@ -1,4 +1,4 @@
-"""User routes: list and create (SPEC §4). Unique constraints in the database decide 409s."""
+"""User routes: list and create (docs/API.md). Unique constraints in the database decide 409s."""
 
 from __future__ import annotations
 

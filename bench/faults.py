@@ -160,8 +160,76 @@ def lost_publish(env: FaultEnv, n: int) -> list[str]:
     return names
 
 
+def redis_emptied(env: FaultEnv, n: int) -> list[str]:
+    import redis
+
+    from common.queue import SENTINEL
+
+    app = env.app()
+    client = app.test_client()
+    redis.Redis.from_url(env.settings.redis_url).set(SENTINEL, 1)  # a broker in service
+    names = [upload(client, *payload(i)) for i in range(n)]  # queued: no worker yet
+    app.extensions["pipeline"].marks.flush()
+    env.redis.stop()
+    env.redis.start()  # without its data: the queued tasks are gone
+    env.fault_over = time.monotonic()
+    env.worker()
+    env.beat()
+    return names
+
+
+def database_down_past_retries(env: FaultEnv, n: int) -> list[str]:
+    """PostgreSQL cut off from the API and the workers for longer than every store retry."""
+    from tests.tcpproxy import TcpProxy
+
+    line = TcpProxy(5432)
+    env.closers.append(line.close)
+    url = env.db.engine.url.set(port=line.port).render_as_string(hide_password=False)
+    env.settings = replace(env.settings, database_url=url)
+    client = env.app().test_client()
+    names = [upload(client, *payload(i)) for i in range(n)]
+    line.down()
+    env.worker()
+    env.beat()
+    time.sleep(20)  # well past SHORTENED's retries
+    line.up()
+    env.fault_over = time.monotonic()
+    return names
+
+
+def store_silent(env: FaultEnv, n: int) -> list[str]:
+    env.worker()
+    client = env.app().test_client()
+    env.proxy.silence()
+    names = [upload(client, *payload(i)) for i in range(n)]
+    time.sleep(5)
+    env.proxy.up()
+    env.fault_over = time.monotonic()
+    return names
+
+
+def delete_with_store_down(env: FaultEnv, n: int) -> list[str]:
+    env.worker()
+    client = env.app().test_client()
+    names = [upload(client, *payload(i)) for i in range(n)]
+    settle(env, [x for x in names if x], timeout=60)
+    env.s3.stop()
+    doomed = names[::2]
+    for name in doomed:
+        client.delete(f"/files/{name}")
+    env.s3.start()
+    env.fault_over = time.monotonic()
+    kept = sum(v == "stored" for v in states(env, names).values())
+    deadline = time.monotonic() + 60
+    while objects(env) != kept and time.monotonic() < deadline:
+        time.sleep(0.2)  # the workers remove the deleted files' objects
+    return names
+
+
 #: Scenarios that prove a recovery bound of the shipped settings run with all of them.
-SHIPPED = {"worker SIGKILL mid-push"}
+SHIPPED = {"worker SIGKILL mid-push", "redis emptied, tasks queued"}
+#: Scenarios that need a database they can cut off: PostgreSQL behind a proxy.
+POSTGRES = {"database down past the retries"}
 
 SCENARIOS: dict[str, Callable[[FaultEnv, int], list[str]]] = {
     "worker SIGKILL mid-push": worker_killed,
@@ -170,12 +238,17 @@ SCENARIOS: dict[str, Callable[[FaultEnv, int], list[str]]] = {
     "store down past last retry + requeue": store_down_past_retries,
     "duplicate deliveries, 2 workers": duplicate_deliveries,
     "API gone between commit and publish": lost_publish,
+    "redis emptied, tasks queued": redis_emptied,
+    "database down past the retries": database_down_past_retries,
+    "store silent, then back": store_silent,
+    "delete with the store down": delete_with_store_down,
 }
 
 
-def run(name: str, scenario, n: int) -> str:
+def run(name: str, scenario, n: int, database: str) -> str:
     with tempfile.TemporaryDirectory(prefix="faults-") as tmp:
-        env = make_fault_env(Path(tmp), shipped=name in SHIPPED)
+        database = "postgres" if name in POSTGRES else database
+        env = make_fault_env(Path(tmp), shipped=name in SHIPPED, database=database)
         try:
             started = time.monotonic()
             names = scenario(env, n)
@@ -198,12 +271,17 @@ def run(name: str, scenario, n: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20, help="uploads per scenario")
+    parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--only", help="comma-separated words of the scenarios to run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     for noisy in ("werkzeug", "common", "api", "flask_limiter"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    wanted = [w.strip() for w in (args.only or "").split(",") if w.strip()]
     for name, scenario in SCENARIOS.items():
-        print(run(name, scenario, args.n), flush=True)
+        if wanted and not any(word in name for word in wanted):
+            continue
+        print(run(name, scenario, args.n, args.database), flush=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import secrets
 import unicodedata
 from datetime import datetime
 
-#: A name this service generated: ``YYYYMMDD_HHMMSS_<16 hex>.<ext>`` (SPEC §4).
+#: A name this service generated: ``YYYYMMDD_HHMMSS_<16 hex>.<ext>`` (docs/API.md).
 GENERATED_NAME = re.compile(r"^\d{8}_\d{6}_[0-9a-f]{16}\.[a-z0-9]{1,10}$")
 
 MAX_ORIGINAL_NAME = 255

@@ -1,4 +1,4 @@
-"""The life of a file (SPEC §3): accept, ingest (verify and push), extract metadata, delete.
+"""The life of a file (docs/ARCHITECTURE.md): accept, ingest (verify and push), metadata, delete.
 
 Every state change is a conditional UPDATE on the file's current status, so a redelivered task,
 two workers racing on one file, or a delete racing a push all end in one final state; the loser
@@ -48,13 +48,13 @@ OUTAGE = "Хранилище недоступно: "
 
 
 def iso_z(moment: datetime, *, millis: bool = False) -> str:
-    """ISO 8601 in UTC with a ``Z``, as the seed writes times."""
+    """ISO 8601 in UTC with a ``Z``, as the API writes times."""
     text = moment.replace(tzinfo=None).isoformat(timespec="milliseconds" if millis else "seconds")
     return text + "Z"
 
 
 def seed_metadata(file: File) -> dict[str, str]:
-    """The metadata the seed shows on every file, as strings (it is also the S3 user metadata)."""
+    """The metadata the API shows on every file, as strings (it is also the S3 user metadata)."""
     return {
         "original_name": file.original_name,
         "upload_time": iso_z(file.uploaded_at, millis=True),

@@ -1,4 +1,4 @@
-"""Every setting of the service, read once from the environment (SPEC §2).
+"""Every setting of the service, read once from the environment (README, "Configuration").
 
 API processes, workers and beat all build the same ``Settings`` with ``Settings.from_env()``.
 A bad value raises ``SettingsError`` whose message is one line naming the variable; the entry

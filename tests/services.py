@@ -19,6 +19,7 @@ from common.db import Database
 from common.settings import Settings
 from common.storage.s3 import S3Storage
 from tests.conftest import (
+    PG_URL,
     ROOT,
     Worker,
     close_app,
@@ -93,6 +94,7 @@ class FaultEnv:
     db: Database
     processes: list = field(default_factory=list)
     apps: list = field(default_factory=list)
+    closers: list = field(default_factory=list)
 
     def direct_store(self) -> S3Storage:
         """The bucket seen without the proxy: what is really there."""
@@ -121,7 +123,11 @@ class FaultEnv:
             process.stop()
         for app in self.apps:
             close_app(app)
+        for closer in self.closers:
+            closer()
         self.db.dispose()
+        if self.settings.database_url.startswith("postgresql"):
+            drop_pg_database(self.db.engine.url.render_as_string(hide_password=False))
         self.proxy.close()
         self.s3.stop()
         self.redis.stop()
@@ -153,13 +159,17 @@ SHORTENED = {
 }
 
 
-def make_fault_env(tmp_path: Path, *, shipped: bool = False) -> FaultEnv:
+def make_fault_env(tmp_path: Path, *, shipped: bool = False, database: str = "sqlite") -> FaultEnv:
     """A fresh set of services; ``close()`` stops them all. ``shipped``: every setting at its
-    default, none from ``SHORTENED``."""
+    default, none from ``SHORTENED``. ``database``: ``sqlite`` (a file of its own) or
+    ``postgres`` (a database of its own on the local server, dropped by ``close()``)."""
     redis_server = RedisServer()
     s3 = S3Server()
     proxy = TcpProxy(s3.port)
-    database_url = f"sqlite:///{tmp_path / 'app.db'}"
+    if database == "postgres":
+        database_url = create_pg_database()
+    else:
+        database_url = f"sqlite:///{tmp_path / 'app.db'}"
     migrate(database_url)
     settings = Settings.from_env(
         {},
@@ -176,3 +186,25 @@ def make_fault_env(tmp_path: Path, *, shipped: bool = False) -> FaultEnv:
     )
     S3Storage(settings.s3_bucket, endpoint_url=s3.url).ensure_bucket()
     return FaultEnv(settings, redis_server, s3, proxy, tmp_path, Database(database_url))
+
+
+def create_pg_database() -> str:
+    """A fresh PostgreSQL database on the local server; its URL."""
+    import psycopg
+
+    name = f"faults_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(_admin_url(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return PG_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_pg_database(url: str) -> None:
+    import psycopg
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(_admin_url(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _admin_url() -> str:
+    return PG_URL.replace("postgresql+psycopg://", "postgresql://")

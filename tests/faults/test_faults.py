@@ -90,6 +90,7 @@ def test_worker_killed_mid_push_is_picked_up_within_two_minutes_with_shipped_set
     assert not staged(env, name).exists()
 
 
+@pytest.mark.parametrize("shipped_fault_env", ["sqlite", "postgres"], indirect=True)
 def test_pool_process_killed_mid_push_is_taken_over_at_once(shipped_fault_env):
     """Only the pool processes die (the OOM killer's way): the worker's main process puts the
     task back at once (reject_on_worker_lost), and the new delivery sees that the claim's
@@ -111,6 +112,7 @@ def test_pool_process_killed_mid_push_is_taken_over_at_once(shipped_fault_env):
     assert objects(env) == [name]
 
 
+@pytest.mark.parametrize("fault_env", ["sqlite", "postgres"], indirect=True)
 def test_redis_down_uploads_still_accepted_then_stored(fault_env):
     env = fault_env
     env.worker()
@@ -130,6 +132,7 @@ def test_redis_down_uploads_still_accepted_then_stored(fault_env):
     assert sorted(objects(env)) == sorted(names)
 
 
+@pytest.mark.parametrize("fault_env", ["sqlite", "postgres"], indirect=True)
 def test_store_down_accepts_reports_unhealthy_and_stores_after_restart(fault_env):
     env = fault_env
     env.settings = replace(env.settings, ingest_max_retries=30)
@@ -238,6 +241,7 @@ def test_database_down_under_the_workers_retries_then_stores(fault_env):
         assert sorted(objects(env)) == sorted(names)
 
 
+@pytest.mark.parametrize("fault_env", ["sqlite", "postgres"], indirect=True)
 def test_same_task_twice_and_racing_workers_store_once(fault_env):
     env = fault_env
     env.worker("one")
@@ -259,6 +263,7 @@ def test_same_task_twice_and_racing_workers_store_once(fault_env):
     assert env.direct_store().head(name).size == 500_000
 
 
+@pytest.mark.parametrize("fault_env", ["sqlite", "postgres"], indirect=True)
 def test_delete_during_push_leaves_no_object(fault_env):
     env = fault_env
     env.proxy.bandwidth = 512 * 1024

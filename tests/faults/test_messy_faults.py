@@ -77,6 +77,7 @@ def test_a_silent_store_is_unhealthy_within_three_seconds_and_pushes_retry(fault
     assert objects(env) == [name]
 
 
+@pytest.mark.parametrize("shipped_fault_env", ["sqlite", "postgres"], indirect=True)
 def test_a_broker_that_comes_back_empty_gets_its_work_again_with_shipped_settings(
     shipped_fault_env,
 ):
@@ -127,6 +128,7 @@ def test_a_database_outage_longer_than_the_retries_ends_stored_soon_after(fault_
         assert sorted(objects(env)) == sorted(names)
 
 
+@pytest.mark.parametrize("fault_env", ["sqlite", "postgres"], indirect=True)
 def test_a_delete_while_the_store_is_down_removes_the_object_once_it_is_back(fault_env):
     env = fault_env
     env.worker()
