@@ -1,8 +1,10 @@
-"""Celery settings shared by the workers, beat and the API's publisher (lowercase names).
+"""Celery settings of the workers and beat (lowercase names).
 
 Values that depend on the environment (broker URL, timeouts, beat interval) are applied from
-``common.settings.Settings`` by ``common.queue.celery_app``; this module holds the fixed policy.
+``common.settings.Settings`` by ``worker.app.celery_app``; this module holds the fixed policy.
 """
+
+from common.tasks import ROUTES
 
 # Reliability: a task is acknowledged only after it ran, and a task whose worker died (SIGKILL,
 # OOM) goes back to the queue instead of being lost.
@@ -13,14 +15,9 @@ task_ignore_result = True
 task_serializer = "json"
 accept_content = ["json"]
 
-# Two queues so pushing and parsing scale apart; reconcile runs beside the uploads.
+# Queues come from the task table (common/tasks.py): pushing and parsing scale apart.
 task_default_queue = "uploads"
-task_routes = {
-    "worker.tasks.ingest": {"queue": "uploads"},
-    "worker.tasks.delete_object": {"queue": "uploads"},
-    "worker.tasks.reconcile": {"queue": "uploads"},
-    "worker.tasks.extract_metadata": {"queue": "metadata"},
-}
+task_routes = ROUTES
 
 # Events for Flower. Workers send them; the API's publishes do not (a "task-sent" event would
 # double the Redis writes of every upload), so Flower shows a task from "received" on.

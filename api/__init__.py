@@ -22,22 +22,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     from api.observability import init_observability
     from api.replies import OrjsonProvider
     from api.schemas import VALIDATE_REPLIES
-    from common.db import Database
-    from common.pipeline import Pipeline
-    from common.queue import Publisher
-    from common.storage import from_settings
+    from common.services import build_pipeline
 
     app = Flask(__name__)
     app.json = OrjsonProvider(app)
     app.config["SECRET_KEY"] = settings.resolved_secret_key()
     app.config.setdefault(VALIDATE_REPLIES, app.debug)
     app.extensions["settings"] = settings
-    app.extensions["pipeline"] = Pipeline(
-        settings=settings,
-        db=Database(settings.database_url, timeout=settings.database_timeout),
-        storage=from_settings(settings),
-        publisher=Publisher(settings),
-    )
+    app.extensions["pipeline"] = build_pipeline(settings)
     app.extensions["download_urls"] = files.UrlCache(settings.presigned_url_ttl)
     init_hosts(app, settings)
     errors.register_error_handlers(app)

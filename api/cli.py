@@ -64,7 +64,7 @@ def reconcile() -> None:
 def create_bucket() -> None:
     """Create S3_BUCKET if it does not exist (STORAGE_BACKEND=s3)."""
     storage = _pipeline().storage
-    if not hasattr(storage, "ensure_bucket"):
+    if storage.bucket is None:
         raise click.ClickException("STORAGE_BACKEND is not s3: there is no bucket to create")
     storage.ensure_bucket()
     click.echo(json.dumps({"bucket": storage.bucket}))

@@ -26,9 +26,10 @@ from api.schemas import (
     replies,
     spec,
 )
+from common.fileinfo import file_metadata, iso_z
 from common.models import OPEN_STATES, File, FileStatus
 from common.naming import is_generated_name
-from common.pipeline import Pipeline, iso_z, seed_metadata
+from common.pipeline import Pipeline
 from common.staging import stage_upload
 
 bp = Blueprint("files", __name__)
@@ -75,7 +76,7 @@ def file_object(file: File | Row, url_of: UrlOf | None = None) -> dict[str, Any]
         "last_modified": iso_z(file.stored_at or file.uploaded_at),
         "etag": file.etag,
         "sha256": file.sha256,
-        "metadata": seed_metadata(file) | (file.extra or {}),
+        "metadata": file_metadata(file) | (file.extra or {}),
         "download_url": (url_of or download_urls())(file),
     }
     if file.status in (FileStatus.REJECTED, FileStatus.FAILED):

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, current_app, jsonify
 
 from api.schemas import Health, Hello, Response, spec
-from common.pipeline import iso_z
+from common.fileinfo import iso_z
 from common.storage import StorageError
 
 bp = Blueprint("health", __name__)

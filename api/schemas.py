@@ -26,6 +26,7 @@ from spectree.model_adapter.pydantic_adapter import BaseFile
 from spectree.plugins.flask_plugin import FlaskPlugin
 
 from api.errors import ApiError
+from common.models import FileStatus
 
 Username = Annotated[
     str, StringConstraints(strict=True, strip_whitespace=True, pattern=r"^[\w.-]{1,64}$")
@@ -54,7 +55,8 @@ Email = Annotated[
     WithJsonSchema({"type": "string", "format": "email", "maxLength": 254}),
 ]
 
-Status = Literal["pending", "processing", "stored", "rejected", "failed"]
+#: What a file object's status may be: every FileStatus a client can see (not ``deleted``).
+Status = Literal[tuple(s.value for s in FileStatus if s is not FileStatus.DELETED)]
 
 
 class UserIn(BaseModel):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from flask import Blueprint, current_app, request, send_file
 
 from api.errors import ApiError
-from common.storage.filesystem import FilesystemStorage
 
 bp = Blueprint("serve", __name__)
 
@@ -13,7 +12,7 @@ bp = Blueprint("serve", __name__)
 @bp.get("/storage/<path:key>")
 def serve_object(key: str):
     storage = current_app.extensions["pipeline"].storage
-    if not isinstance(storage, FilesystemStorage):
+    if not storage.serves_signed_urls:
         raise ApiError(404, "NOT_FOUND", "Ресурс не найден")
     args = request.args
     if not storage.verify(key, args.get("expires", ""), args.get("signature", "")):

@@ -30,7 +30,7 @@ import psutil
 from sqlalchemy import select
 
 from common.models import File
-from common.queue import INGEST
+from common.tasks import INGEST
 from tests import multipart
 from tests.services import FaultEnv, make_fault_env
 

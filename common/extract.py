@@ -10,19 +10,20 @@ from typing import Any
 from PIL import Image
 from pypdf import PdfReader
 
-log = logging.getLogger(__name__)
+from common.registry import KINDS
 
-IMAGE_EXTENSIONS = {"png", "jpg", "jpeg", "gif"}
+log = logging.getLogger(__name__)
 
 
 def extract_metadata(path: Path, extension: str, *, max_image_pixels: int) -> dict[str, Any]:
     """Fields to merge into a file's metadata; empty when the format has none or will not parse."""
+    extractor = KINDS[extension].extractor
     try:
-        if extension in IMAGE_EXTENSIONS:
+        if extractor == "image":
             return _image_metadata(path, max_image_pixels)
-        if extension == "pdf":
+        if extractor == "pdf":
             return _pdf_metadata(path)
-        if extension == "txt":
+        if extractor == "text":
             return _text_metadata(path)
     except Exception as exc:  # a file that will not parse simply has no extra metadata
         log.info("no metadata for %s: %s", path.name, exc)

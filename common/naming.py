@@ -12,18 +12,6 @@ GENERATED_NAME = re.compile(r"^\d{8}_\d{6}_[0-9a-f]{16}\.[a-z0-9]{1,10}$")
 
 MAX_ORIGINAL_NAME = 255
 
-#: The Content-Type a verified file of each extension is stored and served with.
-CANONICAL_TYPES = {
-    "txt": "text/plain",
-    "pdf": "application/pdf",
-    "png": "image/png",
-    "jpg": "image/jpeg",
-    "jpeg": "image/jpeg",
-    "gif": "image/gif",
-    "doc": "application/msword",
-    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-}
-
 
 def generate_name(extension: str, now: datetime) -> str:
     """A fresh, unique storage name; only the lower-cased extension comes from the client."""

@@ -16,13 +16,6 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from common.models import OutboxEntry, OutboxKind, db_now
-from common.queue import DELETE_OBJECT, EXTRACT_METADATA, INGEST
-
-TASK_FOR_KIND = {
-    OutboxKind.INGEST: INGEST,
-    OutboxKind.METADATA: EXTRACT_METADATA,
-    OutboxKind.DELETE: DELETE_OBJECT,
-}
 
 log = logging.getLogger(__name__)
 

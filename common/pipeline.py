@@ -18,7 +18,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import ColumnElement, select, update
@@ -26,9 +25,10 @@ from sqlalchemy.orm import Session
 
 from common import outbox
 from common.db import Database
+from common.fileinfo import file_metadata
 from common.models import OPEN_STATES, File, FileStatus, OutboxKind, db_now, utcnow
-from common.naming import CANONICAL_TYPES
 from common.queue import Publisher
+from common.registry import KINDS
 from common.settings import Settings
 from common.staging import StagedUpload, remove_staged, staged_path
 from common.states import free_for, lease_lapsed, sources
@@ -39,28 +39,13 @@ from common.storage import (
     StorageRefused,
     ascii_metadata,
 )
+from common.tasks import TASK_FOR_KIND
 
 log = logging.getLogger(__name__)
 
 #: The reason of a file that failed because the store stayed unavailable through every retry;
 #: the reconciler puts such files back in the pipeline once the store answers again.
 OUTAGE = "Хранилище недоступно: "
-
-
-def iso_z(moment: datetime, *, millis: bool = False) -> str:
-    """ISO 8601 in UTC with a ``Z``, as the API writes times."""
-    text = moment.replace(tzinfo=None).isoformat(timespec="milliseconds" if millis else "seconds")
-    return text + "Z"
-
-
-def seed_metadata(file: File) -> dict[str, str]:
-    """The metadata the API shows on every file, as strings (it is also the S3 user metadata)."""
-    return {
-        "original_name": file.original_name,
-        "upload_time": iso_z(file.uploaded_at, millis=True),
-        "file_size": str(file.size),
-        "content_type": file.content_type,
-    }
 
 
 @dataclass
@@ -90,7 +75,7 @@ class Pipeline:
             original_name=staged.original_name,
             extension=staged.extension,
             size=staged.size,
-            content_type=CANONICAL_TYPES[staged.extension],
+            content_type=KINDS[staged.extension].canonical_type,
             status=FileStatus.PENDING,
             sha256=staged.sha256,
             extra={},
@@ -109,7 +94,7 @@ class Pipeline:
 
     def publish(self, file_id: int, kind: OutboxKind) -> bool:
         """Send the task for an outbox entry; mark it published if the broker took it."""
-        if not self.publisher.send(outbox.TASK_FOR_KIND[kind], file_id):
+        if not self.publisher.send(TASK_FOR_KIND[kind], file_id):
             return False
         self.marks.add(file_id, kind)
         return True
@@ -247,7 +232,7 @@ class Pipeline:
                 content_type=_served_type(file.content_type),
                 original_name=file.original_name,
                 md5_hex=md5,
-                metadata=ascii_metadata(seed_metadata(file) | {"sha256": sha256}),
+                metadata=ascii_metadata(file_metadata(file) | {"sha256": sha256}),
             )
         )
         return self._finish(

@@ -1,26 +1,19 @@
-"""The Celery app of the workers and beat, and the publisher everything else sends tasks with."""
+"""The publisher that the API and the reconciler send tasks with, and the Redis transport's
+options, which the workers' Celery app (worker/app.py) shares."""
 
 from __future__ import annotations
 
 import logging
 import os
 import socket
-from typing import TYPE_CHECKING
 
 from kombu.exceptions import KombuError
 
-import celeryconfig
 from common.settings import Settings
-
-if TYPE_CHECKING:
-    from celery import Celery
+from common.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
-INGEST = "worker.tasks.ingest"
-EXTRACT_METADATA = "worker.tasks.extract_metadata"
-DELETE_OBJECT = "worker.tasks.delete_object"
-RECONCILE = "worker.tasks.reconcile"
 
 #: A key this service keeps in the broker's database. When it is gone, Redis lost its data
 #: (restarted without persistence, failed over to an empty replica) and the tasks queued in it.
@@ -52,26 +45,6 @@ def transport_options(settings: Settings, *, publishing: bool = False) -> dict:
     }
 
 
-def celery_app(settings: Settings, name: str = "pipeline") -> Celery:
-    """A Celery app configured from ``celeryconfig`` plus the environment-dependent settings."""
-    from celery import Celery
-
-    app = Celery(name, set_as_current=False)
-    app.config_from_object("celeryconfig")
-    app.conf.update(
-        broker_url=settings.redis_url,
-        broker_transport_options=transport_options(settings),
-        beat_schedule={
-            "reconcile": {
-                "task": RECONCILE,
-                "schedule": settings.reconcile_interval,
-                "options": {"expires": settings.reconcile_interval},
-            }
-        },
-    )
-    return app
-
-
 def task_id(kind: str, file_id: int, attempt: int = 0) -> str:
     """Deterministic task ids: one file's work is recognisable in Flower and logs."""
     return f"{kind}-{file_id}-{attempt}"
@@ -83,7 +56,7 @@ class Publisher:
     Messages are Celery's task protocol 2 (docs.celeryq.dev, "Message Protocol"), built here
     and published with kombu, which Celery itself publishes with: the same headers, body and
     properties ``Celery.send_task`` would produce for a task with positional arguments only,
-    on the queue ``celeryconfig.task_routes`` names. Loading Celery's application machinery
+    on the queue the task table (``common.tasks``) names. Loading Celery's application machinery
     for that costs every API process ~6 MiB and each upload a router, signals and a
     ``send_task`` call chain; the workers consume these messages like any other.
     """
@@ -111,7 +84,7 @@ class Publisher:
         from kombu import Queue
 
         kind = name.rsplit(".", 1)[-1]
-        queue = celeryconfig.task_routes[name]["queue"]
+        queue = TASKS[name].queue
         body, headers, properties = task_message(
             name, (file_id,), task_id(kind, file_id, attempt), self._origin
         )

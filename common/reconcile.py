@@ -30,6 +30,7 @@ from common.models import File, FileStatus, OutboxKind
 from common.naming import is_generated_name
 from common.pipeline import OUTAGE, Pipeline, give_up, reclaim_lapsed
 from common.storage import StorageError
+from common.tasks import TASK_FOR_KIND
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def _republish(pipeline: Pipeline, report: ReconcileReport) -> None:
     unsent: dict[OutboxKind, list[int]] = {}
     for file_id, kind, count in retry:
         # A task id of its own per publish (``ingest-<file>-<n>``), as Flower shows them.
-        if pipeline.publisher.send(outbox.TASK_FOR_KIND[kind], file_id, attempt=count + 1):
+        if pipeline.publisher.send(TASK_FOR_KIND[kind], file_id, attempt=count + 1):
             report.published += 1
         else:
             unsent.setdefault(kind, []).append(file_id)

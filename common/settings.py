@@ -19,7 +19,9 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-DEFAULT_EXTENSIONS = ("txt", "pdf", "png", "jpg", "jpeg", "gif", "doc", "docx")
+from common.registry import EXTENSIONS
+
+DEFAULT_EXTENSIONS = EXTENSIONS  # every extension the registry has a content check for
 
 
 #: S3's longest presigned URL (SigV4): seven days.

@@ -16,19 +16,8 @@ from pathlib import Path
 import magic
 from PIL import Image
 
-_MAGIC_TYPES = {
-    "pdf": {"application/pdf"},
-    "png": {"image/png"},
-    "jpg": {"image/jpeg"},
-    "jpeg": {"image/jpeg"},
-    "gif": {"image/gif"},
-    "doc": {"application/msword", "application/x-ole-storage", "application/CDFV2"},
-    "docx": {
-        "application/zip",
-        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-    },
-}
-_PILLOW_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "gif": "GIF"}
+from common.registry import KINDS
+
 OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 
@@ -57,19 +46,20 @@ def detect_type(path: Path) -> str:
 
 def check_content(path: Path, extension: str, *, max_image_pixels: int) -> Verdict:
     """Check the staged file at ``path`` against ``extension``."""
+    kind = KINDS[extension]
     detected = detect_type(path)
-    if extension != "txt" and path.stat().st_size == 0:
-        return Verdict(detected, f"Пустой файл не может быть .{extension}")
-    if extension == "txt":
+    if kind.content_rule == "text":
         return Verdict(detected, _text_problem(path, detected))
-    if detected not in _MAGIC_TYPES[extension]:
+    if path.stat().st_size == 0:
+        return Verdict(detected, f"Пустой файл не может быть .{extension}")
+    if detected not in kind.sniffed_types:
         return Verdict(detected, _mismatch(extension, detected))
-    if extension == "docx":
+    if kind.content_rule == "docx":
         return Verdict(detected, _docx_problem(path))
-    if extension == "doc" and _head(path, 8) != OLE2_MAGIC:
+    if kind.content_rule == "ole2" and _head(path, 8) != OLE2_MAGIC:
         return Verdict(detected, _mismatch(extension, detected))
-    if extension in _PILLOW_FORMATS:
-        return Verdict(detected, _image_problem(path, _PILLOW_FORMATS[extension], max_image_pixels))
+    if kind.content_rule == "image":
+        return Verdict(detected, _image_problem(path, kind.pillow_format, max_image_pixels))
     return Verdict(detected)
 
 

@@ -5,10 +5,12 @@ import time
 
 import redis
 
-from common.queue import INGEST, Publisher, celery_app, task_message
+from common.queue import Publisher, task_message
 from common.settings import Settings
+from common.tasks import INGEST
 from tests.conftest import eventually
 from tests.services import RedisServer
+from worker.app import celery_app
 
 
 def test_task_message_matches_celery_protocol_2():

@@ -1,6 +1,6 @@
 import pytest
 
-from common.naming import CANONICAL_TYPES
+from common.registry import KINDS
 from common.sniff import check_content
 from tests import samples
 
@@ -17,7 +17,7 @@ def check(tmp_path, ext, data):
 def test_genuine_files_pass(tmp_path, ext):
     verdict = check(tmp_path, ext, samples.VALID[ext]())
     assert verdict.ok, verdict.reason
-    assert ext in CANONICAL_TYPES
+    assert ext in KINDS
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,8 @@ import sys
 from celery.signals import setup_logging, task_postrun, task_prerun
 
 from common import logs
-from common.queue import celery_app
 from common.settings import Settings, SettingsError
+from worker.app import celery_app
 
 try:
     settings = Settings.from_env()

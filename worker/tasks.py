@@ -16,8 +16,9 @@ from sqlalchemy.orm import configure_mappers
 from common.db import Database
 from common.models import OutboxKind
 from common.pipeline import OUTAGE, Pipeline
-from common.queue import DELETE_OBJECT, EXTRACT_METADATA, INGEST, RECONCILE, Publisher
+from common.queue import Publisher
 from common.reconcile import reconcile as reconcile_once
+from common.services import build_pipeline
 from common.storage import (
     Storage,
     StorageIntegrityError,
@@ -25,6 +26,7 @@ from common.storage import (
     from_settings,
     refusal_at_start,
 )
+from common.tasks import DELETE_OBJECT, EXTRACT_METADATA, INGEST, RECONCILE
 from worker import app, settings
 
 log = logging.getLogger(__name__)
@@ -40,12 +42,7 @@ def pipeline() -> Pipeline:
     """This process's pipeline, built on first use (after any fork)."""
     global _pipeline
     if _pipeline is None:
-        _pipeline = Pipeline(
-            settings=settings,
-            db=Database(settings.database_url, timeout=settings.database_timeout),
-            storage=_storage or from_settings(settings),
-            publisher=Publisher(settings),
-        )
+        _pipeline = build_pipeline(settings, storage=_storage)
     return _pipeline
 
 

@@ -63,6 +63,15 @@ class PutRequest:
 
 
 class Storage(Protocol):
+    #: Optional abilities, declared by each store rather than discovered by its class:
+    #: whether its presigned URLs are served by the API itself (``/storage/...``, with
+    #: ``verify``, ``sidecar`` and ``object_path``), and the name of its bucket, if it has one.
+    serves_signed_urls: bool
+    bucket: str | None
+
+    def ensure_bucket(self) -> None:
+        """Create where objects go (the bucket, the directory) if it does not exist."""
+
     def put(self, request: PutRequest) -> ObjectInfo:
         """Store the file, verify the store's checksum, and describe the stored object."""
 

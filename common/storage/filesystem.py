@@ -31,6 +31,9 @@ TEMPORARY = ".tmp"
 
 
 class FilesystemStorage:
+    serves_signed_urls = True  # by the API's /storage/<key> route
+    bucket = None
+
     def __init__(self, root: str | Path, secret_key: str) -> None:
         self.root = Path(root).absolute()
         self._secret = secret_key.encode()
@@ -118,6 +121,9 @@ class FilesystemStorage:
 
     def prepare(self) -> None:
         """Nothing to load ahead: files need no client."""
+
+    def ensure_bucket(self) -> None:
+        (self.root / TEMPORARY).mkdir(parents=True, exist_ok=True)
 
     def sweep(self, older_than: float) -> int:
         """Remove temporary files of writes interrupted ``older_than`` seconds ago or more."""

@@ -102,6 +102,8 @@ def _bucket_url(endpoint: str | None, bucket: str, region: str, style: str = "au
 
 
 class S3Storage:
+    serves_signed_urls = False  # clients fetch presigned URLs from the store itself
+
     def __init__(
         self,
         bucket: str,

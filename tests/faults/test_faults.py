@@ -18,8 +18,8 @@ from sqlalchemy import select
 
 from common.db import Database
 from common.models import File, FileStatus
-from common.queue import INGEST
 from common.settings import Settings
+from common.tasks import INGEST
 from tests import multipart
 from tests.conftest import PG_URL, eventually, free_port, migrate, wait_for_status
 from tests.tcpproxy import TcpProxy
