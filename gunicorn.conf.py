@@ -14,9 +14,9 @@ from gunicorn import util as gunicorn_util
 from gunicorn.http.unreader import SocketUnreader
 
 from api.errors import HTTP_MESSAGES, INTERNAL_ERROR
+from api.multipart import FRAMING_ALLOWANCE
 from common.logs import dict_config
 from common.settings import Settings
-from common.staging import FRAMING_ALLOWANCE
 
 # Loopback by default: clients reach the API through the front proxy (deploy/nginx), never
 # gunicorn itself. Containers bind their own network (Dockerfile), still behind the proxy.

@@ -14,7 +14,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings is None:
         settings = _settings_or_exit()
 
-    from api import errors, files, health, serve, users
+    from api import errors, health, serve, v1
     from api.cli import init_cli
     from api.docs import init_docs
     from api.hosts import init_hosts
@@ -22,6 +22,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from api.observability import init_observability
     from api.replies import OrjsonProvider
     from api.schemas import VALIDATE_REPLIES
+    from api.v1 import files
     from common.services import build_pipeline
 
     app = Flask(__name__)
@@ -34,7 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_hosts(app, settings)
     errors.register_error_handlers(app)
     init_observability(app)
-    for blueprint in (health.bp, users.bp, files.bp, serve.bp):
+    for blueprint in (health.bp, *v1.BLUEPRINTS, serve.bp):
         app.register_blueprint(blueprint)
     init_docs(app)
     init_cli(app)

@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, SecurityError
 
-from common import staging
+from api import multipart
 from common.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -77,20 +77,20 @@ HTTP_MESSAGES = {
 INTERNAL_ERROR = ("INTERNAL_ERROR", "Внутренняя ошибка сервера")
 
 _UPLOAD_ERRORS = {
-    staging.NotMultipart: (400, "Ожидается тело multipart/form-data с полем file"),
-    staging.MalformedUpload: (400, "Некорректное тело multipart/form-data"),
-    staging.MissingFile: (400, "Нет файла в запросе: ожидается поле file"),
-    staging.EmptyFilename: (400, "Файл не выбран: пустое имя файла"),
-    staging.DuplicateFile: (400, "В запросе должен быть ровно один файл в поле file"),
+    multipart.NotMultipart: (400, "Ожидается тело multipart/form-data с полем file"),
+    multipart.MalformedUpload: (400, "Некорректное тело multipart/form-data"),
+    multipart.MissingFile: (400, "Нет файла в запросе: ожидается поле file"),
+    multipart.EmptyFilename: (400, "Файл не выбран: пустое имя файла"),
+    multipart.DuplicateFile: (400, "В запросе должен быть ровно один файл в поле file"),
 }
 
 
-def upload_error(exc: staging.UploadError):
+def upload_error(exc: multipart.UploadError):
     from api.observability import UPLOADS_REFUSED
 
     UPLOADS_REFUSED.labels(exc.code).inc()
     settings = current_app.extensions["settings"]
-    if isinstance(exc, staging.FileTooLarge):
+    if isinstance(exc, multipart.FileTooLarge):
         return error_response(
             413,
             exc.code,
@@ -98,7 +98,7 @@ def upload_error(exc: staging.UploadError):
             max_size_mb=settings.max_upload_mb,
             headers={"Connection": "close"},
         )
-    if isinstance(exc, staging.ExtensionNotAllowed):
+    if isinstance(exc, multipart.ExtensionNotAllowed):
         return error_response(
             415,
             exc.code,
@@ -122,7 +122,7 @@ def register_error_handlers(app: Flask) -> None:
             exc.http_status, exc.code, exc.message, exc.details, exc.headers, **exc.extra
         )
 
-    app.register_error_handler(staging.UploadError, upload_error)
+    app.register_error_handler(multipart.UploadError, upload_error)
 
     @app.errorhandler(SecurityError)
     def _host_not_allowed(exc: SecurityError):

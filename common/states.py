@@ -7,9 +7,10 @@ or a delete racing anything end in one state.
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, false, or_
+from sqlalchemy import ColumnElement, false, or_, update
+from sqlalchemy.orm import Session
 
-from common.models import File, FileStatus, db_now
+from common.models import File, FileStatus, db_now, utcnow
 
 S = FileStatus
 
@@ -42,3 +43,20 @@ def free_for(claim: str | None) -> ColumnElement[bool]:
     held = File.status == S.PROCESSING
     mine = File.claim == claim if claim is not None else false()
     return or_(~held, mine, lease_lapsed())
+
+
+def transition(
+    session: Session,
+    file_id: int,
+    to: FileStatus,
+    guard: ColumnElement[bool] | None = None,
+    **values,
+) -> bool:
+    """Move a file to ``to`` if the transition table allows it from its current status (and
+    ``guard`` holds); False when another change got there first."""
+    condition = [File.id == file_id, File.status.in_(sources(to))]
+    if guard is not None:
+        condition.append(guard)
+    values = {"status": to, "updated_at": utcnow(), **values}
+    result = session.execute(update(File).where(*condition).values(**values))
+    return result.rowcount == 1

@@ -51,7 +51,7 @@ def test_an_object_its_sidecar_and_their_names_reach_the_disk(app_and_store, tmp
 def test_a_staged_upload_and_its_name_reach_the_disk(tmp_path, synced):
     from datetime import UTC, datetime
 
-    from common.staging import stage_upload
+    from api.multipart import stage_upload
     from tests import multipart
 
     body = multipart.file_body("a.txt", b"durable")

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from common import staging
+from api import multipart as staging
 from tests import multipart
 
 LIMIT = 1024 * 1024

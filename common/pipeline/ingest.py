@@ -1,125 +1,36 @@
-"""The life of a file (docs/ARCHITECTURE.md): accept, ingest (verify and push), metadata, delete.
+"""Ingest: claim a staged file under a lease, verify its bytes, push them, settle the result.
 
-Every state change is a conditional UPDATE on the file's current status, so a redelivered task,
-two workers racing on one file, or a delete racing a push all end in one final state; the loser
-only finishes the bookkeeping (and removes an object it pushed for a file deleted meanwhile).
+Whoever loses a race (a redelivery, two workers, a delete, a give-up) settles what it finds;
+docs/ARCHITECTURE.md ("Claims and leases") tells the whole story.
 """
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import logging
 import os
 import secrets
 import socket
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from common import outbox
-from common.db import Database
 from common.fileinfo import file_metadata
 from common.models import OPEN_STATES, File, FileStatus, OutboxKind, db_now, utcnow
-from common.queue import Publisher
-from common.registry import KINDS
-from common.settings import Settings
-from common.staging import StagedUpload, remove_staged, staged_path
-from common.states import free_for, lease_lapsed, sources
-from common.storage import (
-    PutRequest,
-    Storage,
-    StorageError,
-    StorageRefused,
-    ascii_metadata,
-)
-from common.tasks import TASK_FOR_KIND
+from common.pipeline.base import Stage
+from common.staging import remove_staged, staged_path
+from common.states import free_for, lease_lapsed, sources, transition
+from common.storage import PutRequest, StorageRefused, ascii_metadata
 
 log = logging.getLogger(__name__)
 
-#: The reason of a file that failed because the store stayed unavailable through every retry;
-#: the reconciler puts such files back in the pipeline once the store answers again.
-OUTAGE = "Хранилище недоступно: "
 
-
-@dataclass
-class Pipeline:
-    settings: Settings
-    db: Database
-    storage: Storage
-    publisher: Publisher
-    marks: outbox.PublishMarks = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.marks = outbox.PublishMarks(self.db)
-        atexit.register(self.marks.flush)
-
-    def close(self) -> None:
-        """Record pending publish marks, then release database and broker connections."""
-        self.marks.close()
-        self.db.dispose()
-        self.publisher.close()
-
-    # -- API side ---------------------------------------------------------------------------
-
-    def accept(self, staged: StagedUpload) -> File:
-        """Record a staged upload with its outbox entry in one transaction, then publish."""
-        file = File(
-            name=staged.name,
-            original_name=staged.original_name,
-            extension=staged.extension,
-            size=staged.size,
-            content_type=KINDS[staged.extension].canonical_type,
-            status=FileStatus.PENDING,
-            sha256=staged.sha256,
-            extra={},
-            uploaded_at=staged.uploaded_at,
-        )
-        try:
-            with self.db.session() as session:
-                session.add(file)
-                session.flush()
-                outbox.add(session, file.id, OutboxKind.INGEST)
-        except BaseException:
-            remove_staged(staged.path)  # no row, no staged file
-            raise
-        self.publish(file.id, OutboxKind.INGEST)
-        return file
-
-    def publish(self, file_id: int, kind: OutboxKind) -> bool:
-        """Send the task for an outbox entry; mark it published if the broker took it."""
-        if not self.publisher.send(TASK_FOR_KIND[kind], file_id):
-            return False
-        self.marks.add(file_id, kind)
-        return True
-
-    def delete(self, name: str) -> bool:
-        """Mark a file deleted and remove its object; False when there is no such live file."""
-        with self.db.session() as session:
-            file = session.query(File).filter_by(name=name).one_or_none()
-            if file is None or not _transition(session, file.id, FileStatus.DELETED):
-                return False
-            outbox.add(session, file.id, OutboxKind.DELETE)
-            file_id = file.id
-        remove_staged(staged_path(self.settings.staging_dir, name))
-        try:
-            self.storage.delete(name)
-        except StorageError as exc:
-            log.warning("object %s not removed yet, left to a worker: %s", name, exc)
-            self.publish(file_id, OutboxKind.DELETE)
-            return True
-        with self.db.session() as session:
-            outbox.done(session, file_id, OutboxKind.DELETE)
-        return True
-
-    # -- worker side ------------------------------------------------------------------------
-
+class Ingest(Stage):
     def ingest(self, file_id: int) -> FileStatus | None:
         """Verify a staged file and push it to the store; returns the file's status after.
 
@@ -194,7 +105,7 @@ class Pipeline:
         """Give the file back (pending) so that a retry or another delivery can claim it."""
         try:
             with self.db.session() as session:
-                _transition(
+                transition(
                     session,
                     file_id,
                     FileStatus.PENDING,
@@ -247,59 +158,6 @@ class Pipeline:
         with self.db.session() as session:
             give_up(session, file_id, reason)
 
-    def requeue_failed(self, file_id: int) -> bool:
-        """Put a ``failed`` file back in the pipeline (operator command, beat)."""
-        with self.db.session() as session:
-            if not _transition(
-                session, file_id, FileStatus.PENDING, File.status == FileStatus.FAILED, error=None
-            ):
-                return False
-            outbox.add(session, file_id, OutboxKind.INGEST)
-        self.publish(file_id, OutboxKind.INGEST)
-        return True
-
-    def extract(self, file_id: int) -> None:
-        """Add parsed metadata (dimensions, pages, ...) to a stored file."""
-        with self.db.session() as session:
-            file = session.get(File, file_id)
-        if file is None or file.status != FileStatus.STORED:
-            self._drop(file_id, OutboxKind.METADATA)
-            return
-        from common.extract import extract_metadata  # Pillow and pypdf: workers only
-
-        with tempfile.TemporaryDirectory(prefix="extract-") as tmp:
-            local = Path(tmp) / file.name
-            try:
-                self.storage.download(file.name, local)
-            except (FileNotFoundError, StorageRefused) as exc:
-                log.warning("no metadata for file %s: %s", file_id, exc or "no object")
-                self._drop(file_id, OutboxKind.METADATA)
-                return
-            found = extract_metadata(
-                local, file.extension, max_image_pixels=self.settings.max_image_pixels
-            )
-        with self.db.session() as session:
-            session.execute(
-                update(File)
-                .where(File.id == file_id, File.status == FileStatus.STORED)
-                .values(extra=(file.extra or {}) | found)
-            )
-            outbox.done(session, file_id, OutboxKind.METADATA)
-
-    def delete_object(self, file_id: int) -> None:
-        """Remove the object of a deleted file (retried by the task while the store is down)."""
-        with self.db.session() as session:
-            file = session.get(File, file_id)
-        if file is not None and file.status == FileStatus.DELETED:
-            try:
-                self.storage.delete(file.name)
-            except StorageRefused as exc:  # retrying forever would not change it
-                log.error("object %s of a deleted file cannot be removed: %s", file.name, exc)
-            remove_staged(staged_path(self.settings.staging_dir, file.name))
-        self._drop(file_id, OutboxKind.DELETE)
-
-    # -- helpers ----------------------------------------------------------------------------
-
     def _finish(self, file: File, status: FileStatus, claim: str, **values) -> FileStatus:
         """Move a file to its final state; whoever loses the race settles what it found.
 
@@ -310,7 +168,7 @@ class Pipeline:
         guard = free_for(claim) if status == FileStatus.FAILED else None
         with self.db.session() as session:
             released = {"claim": None, "lease_until": None}
-            won = _transition(session, file.id, status, guard, **released, **values)
+            won = transition(session, file.id, status, guard, **released, **values)
             if won and status == FileStatus.STORED:
                 outbox.hand_over(session, file.id, OutboxKind.INGEST, OutboxKind.METADATA)
             elif won:
@@ -361,32 +219,11 @@ class Pipeline:
         with self.db.session() as session:
             outbox.touch(session, file_id, kind)
 
-    def _drop(self, file_id: int, kind: OutboxKind) -> None:
-        with self.db.session() as session:
-            outbox.done(session, file_id, kind)
-
-
-def _transition(
-    session: Session,
-    file_id: int,
-    to: FileStatus,
-    guard: ColumnElement[bool] | None = None,
-    **values,
-) -> bool:
-    """Move a file to ``to`` if the transition table allows it from its current status (and
-    ``guard`` holds); False when another change got there first."""
-    condition = [File.id == file_id, File.status.in_(sources(to))]
-    if guard is not None:
-        condition.append(guard)
-    values = {"status": to, "updated_at": utcnow(), **values}
-    result = session.execute(update(File).where(*condition).values(**values))
-    return result.rowcount == 1
-
 
 def give_up(session: Session, file_id: int, reason: str) -> bool:
     """End an unfinished file ``failed`` with ``reason`` and drop its ingest entry, in the
     caller's transaction; False (entry kept) while another delivery holds a live claim."""
-    if _transition(session, file_id, FileStatus.FAILED, free_for(None), error=reason):
+    if transition(session, file_id, FileStatus.FAILED, free_for(None), error=reason):
         outbox.done(session, file_id, OutboxKind.INGEST)
         return True
     status = session.scalar(select(File.status).where(File.id == file_id))

@@ -14,6 +14,7 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from sqlalchemy import Row, select
 
 from api.errors import ApiError
+from api.multipart import stage_upload
 from api.observability import UPLOAD_BYTES, UPLOADS_ACCEPTED
 from api.schemas import (
     DeleteReply,
@@ -30,7 +31,6 @@ from common.fileinfo import file_metadata, iso_z
 from common.models import OPEN_STATES, File, FileStatus
 from common.naming import is_generated_name
 from common.pipeline import Pipeline
-from common.staging import stage_upload
 
 bp = Blueprint("files", __name__)
 
