@@ -1,5 +1,8 @@
 """gunicorn settings, read automatically by ``gunicorn 'api:create_app()'`` from this directory.
 
+api.errors is imported (below) before PROMETHEUS_MULTIPROC_DIR is set: it must not import
+prometheus_client at module level, or the metrics would stay per process (api/errors.py).
+
 Threads, not just processes: an upload holds its thread while it streams to disk, and a
 ``Prefer: wait`` request while the worker pushes. Environment variables override (GUNICORN_*).
 """
@@ -11,8 +14,8 @@ import shutil
 import tempfile
 
 from gunicorn import util as gunicorn_util
-from gunicorn.http.unreader import SocketUnreader
 
+from api import tuning
 from api.errors import HTTP_MESSAGES, INTERNAL_ERROR
 from api.multipart import FRAMING_ALLOWANCE
 from common.logs import dict_config
@@ -59,11 +62,9 @@ def on_exit(server):
     shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
-# gunicorn receives a body of known length up to 1 MiB per recv(), and copies what it received
-# two or three times on the way to the application: with eight 16 MiB uploads in flight that
-# is ~25 MiB of transient buffers per process. An eighth of it reads as fast here (the
-# application reads 128 KiB at a time anyway) and keeps a process's peak near its idle size.
-SocketUnreader.max_body_chunk = int(os.environ.get("GUNICORN_MAX_BODY_CHUNK", 128 * 1024))
+# What leans on gunicorn's, glibc's and the collector's internals is in api/tuning.py, each
+# trick with its switch (API_TUNING_OFF) and a test that it still applies.
+tuning.apply_body_chunk(int(os.environ.get("GUNICORN_MAX_BODY_CHUNK", tuning.BODY_CHUNK)))
 
 _UPLOAD_PATH = "/files/upload"
 
@@ -103,42 +104,14 @@ def _json_error(sock, status_int, reason, mesg):
     gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
-gunicorn_util.write_error = _json_error
+tuning.apply_json_errors(_json_error)
 
 
 def post_worker_init(worker):
-    """Exempt everything the application loaded from garbage collection (``gc.freeze``).
-
-    An API process holds ~120k long-lived objects (modules, SQLAlchemy mappings, schemas); a
-    full collection walks them all, ~60 ms with the GIL held, and every request in flight in
-    that process waits for it. Frozen, they are never scanned again; request garbage still is.
-    """
-    import gc
-
-    gc.collect()
-    gc.freeze()
+    """Exempt everything the application loaded from garbage collection (api/tuning.py)."""
+    tuning.apply_gc_freeze()
 
 
 def post_fork(server, worker):
-    """Keep a worker's resident memory where its live data is, without paying for it in faults.
-
-    - One malloc arena: glibc otherwise gives each thread its own, which multiplies the
-      resident memory of a threaded process. Threads here allocate while holding the GIL, so
-      they would rarely contend for a second one.
-    - A fixed mmap threshold of 4 MiB: the body reader's buffers (128 KiB, copied two or three
-      times on their way) come from the heap and are reused there. With a threshold under
-      their size glibc would map each one afresh, fault its pages in zeroed and unmap it on
-      free: 30-odd mappings per MiB uploaded, a quarter of the API's CPU under upload load.
-    - A trim threshold of 8 MiB: free memory at the top of the heap is kept up to that much
-      instead of being returned to the system and faulted in again by the next upload. Fixing
-      the two thresholds also stops glibc from raising them on its own, which would let a
-      burst of large allocations stay resident for good.
-    """
-    import contextlib
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to tune
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-8, 1)  # M_ARENA_MAX
-        libc.mallopt(-3, 4 * 1024 * 1024)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 8 * 1024 * 1024)  # M_TRIM_THRESHOLD
+    """Keep a worker's resident memory where its live data is (api/tuning.py, ``malloc``)."""
+    tuning.apply_malloc()

@@ -14,7 +14,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings is None:
         settings = _settings_or_exit()
 
-    from api import errors, health, serve, v1
+    from api import errors, health, serve, tuning, v1
     from api.cli import init_cli
     from api.docs import init_docs
     from api.hosts import init_hosts
@@ -26,7 +26,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     from common.services import build_pipeline
 
     app = Flask(__name__)
-    app.json = OrjsonProvider(app)
+    if tuning.enabled("orjson_replies"):
+        app.json = OrjsonProvider(app)
     app.config["SECRET_KEY"] = settings.resolved_secret_key()
     app.config.setdefault(VALIDATE_REPLIES, app.debug)
     app.extensions["settings"] = settings

@@ -86,6 +86,8 @@ _UPLOAD_ERRORS = {
 
 
 def upload_error(exc: multipart.UploadError):
+    # Imported here, not above: gunicorn.conf.py imports this module before it sets
+    # PROMETHEUS_MULTIPROC_DIR, and prometheus_client chooses its storage on first import.
     from api.observability import UPLOADS_REFUSED
 
     UPLOADS_REFUSED.labels(exc.code).inc()

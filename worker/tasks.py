@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import random
 import sys
@@ -11,12 +10,9 @@ import sys
 from celery import Task
 from celery.signals import worker_init, worker_process_init
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import configure_mappers
 
-from common.db import Database
 from common.models import OutboxKind
 from common.pipeline import OUTAGE, Pipeline
-from common.queue import Publisher
 from common.reconcile import reconcile as reconcile_once
 from common.services import build_pipeline
 from common.storage import (
@@ -27,7 +23,7 @@ from common.storage import (
     refusal_at_start,
 )
 from common.tasks import DELETE_OBJECT, EXTRACT_METADATA, INGEST, RECONCILE
-from worker import app, settings
+from worker import app, settings, tuning
 
 log = logging.getLogger(__name__)
 
@@ -48,33 +44,15 @@ def pipeline() -> Pipeline:
 
 @worker_init.connect
 def _load_before_fork(**_kwargs) -> None:
-    """Do the slow start-up work once, in the main process, before the pool forks.
-
-    Each pool process would otherwise load libmagic's database, Pillow, pypdf, the S3
-    service model, the database driver and the broker transport on its first task: with
-    eight processes on two cores that is seconds of CPU during which nothing is pushed. The
-    children inherit all of it. The store client has opened no connection yet (its pool
-    connects on first use), so sharing it across the fork is safe; database and broker
-    connections are still made per process.
-    """
+    """Start-up work done once before the pool forks (worker/tuning.py), and the store checked:
+    a bucket that does not exist stops the worker now, not at the first push."""
     global _storage
-    import common.extract  # noqa: F401 - pypdf, for the metadata task
-    from common.sniff import preload
-
-    preload()  # libmagic's database, Pillow's plugins
     _storage = from_settings(settings)
     reason = refusal_at_start(_storage)
-    if reason:  # a missing bucket is found now, not at the first push
+    if reason:
         sys.exit(f"error: the object store refuses {settings.s3_bucket!r}: {reason}")
-    _storage.prepare()
-    # Building a pipeline imports the database driver and the broker transport and sets up
-    # the ORM mappers: do it once here (nothing connects yet); each child builds its own.
-    Database(settings.database_url).dispose()
-    Publisher(settings).close()
-    configure_mappers()
-    # What is loaded now lives as long as the process: keep the collector from walking it.
-    gc.collect()
-    gc.freeze()
+    tuning.preload(settings, _storage)
+    tuning.freeze()
 
 
 @worker_process_init.connect
