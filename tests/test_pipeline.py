@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -344,10 +346,10 @@ def test_a_lapsed_claim_is_taken_back_and_published_at_once(pipeline, quiet_redi
     assert pipeline.ingest(lapsed.id) == FileStatus.STORED
 
 
-def test_a_working_delivery_renews_its_lease(clean_stack, quiet_redis):
-    # CLAIM_LEASE of 3 s, so that a push held for 4 s outlives the first lease.
-    pipeline = make_pipeline(clean_stack, quiet_url(quiet_redis), claim_lease=3)
-    file = accept(pipeline, b"slow push")
+@contextmanager
+def held_in_the_push(pipeline: Pipeline, file: File) -> Iterator[list[FileStatus | None]]:
+    """Delivery A runs ``ingest`` in a thread and is held inside the push until the block
+    ends; the list then holds what it returned."""
     gated = GatedStorage(pipeline.storage)
     result: list[FileStatus | None] = []
     worker = threading.Thread(
@@ -355,10 +357,20 @@ def test_a_working_delivery_renews_its_lease(clean_stack, quiet_redis):
     )
     worker.start()
     assert gated.entered.wait(10)
-    time.sleep(4)
-    assert reconcile(pipeline).reclaimed == 0
-    gated.release.set()
-    worker.join(30)
+    try:
+        yield result
+    finally:
+        gated.release.set()
+        worker.join(30)
+
+
+def test_a_working_delivery_renews_its_lease(clean_stack, quiet_redis):
+    # CLAIM_LEASE of 3 s, so that a push held for 4 s outlives the first lease.
+    pipeline = make_pipeline(clean_stack, quiet_url(quiet_redis), claim_lease=3)
+    file = accept(pipeline, b"slow push")
+    with held_in_the_push(pipeline, file) as result:
+        time.sleep(4)
+        assert reconcile(pipeline).reclaimed == 0
     assert result == [FileStatus.STORED]
     pipeline.marks.close()
     pipeline.publisher.close()
@@ -367,17 +379,9 @@ def test_a_working_delivery_renews_its_lease(clean_stack, quiet_redis):
 def test_a_give_up_leaves_a_live_claim_alone(pipeline):
     """Delivery A is inside the push; delivery B reaches its last retry and gives up."""
     file = accept(pipeline, b"A is pushing")
-    gated = GatedStorage(pipeline.storage)
-    result: list[FileStatus | None] = []
-    worker = threading.Thread(
-        target=lambda: result.append(replace(pipeline, storage=gated).ingest(file.id))
-    )
-    worker.start()
-    assert gated.entered.wait(10)
-    pipeline.fail(file.id, "Хранилище недоступно: B gave up")
-    assert status_of(pipeline, file.id).status == FileStatus.PROCESSING
-    gated.release.set()
-    worker.join(30)
+    with held_in_the_push(pipeline, file) as result:
+        pipeline.fail(file.id, "Хранилище недоступно: B gave up")
+        assert status_of(pipeline, file.id).status == FileStatus.PROCESSING
     assert result == [FileStatus.STORED]
     row = status_of(pipeline, file.id)
     assert row.status == FileStatus.STORED and row.error is None
@@ -389,21 +393,13 @@ def test_a_push_that_outlives_a_give_up_ends_stored_with_its_object(pipeline):
     """A's lease lapsed while it pushed (its database went away, say), and the file was given
     up; the push then succeeds: the file is stored, not failed with an object in the store."""
     file = accept(pipeline, b"late but whole")
-    gated = GatedStorage(pipeline.storage)
-    result: list[FileStatus | None] = []
-    worker = threading.Thread(
-        target=lambda: result.append(replace(pipeline, storage=gated).ingest(file.id))
-    )
-    worker.start()
-    assert gated.entered.wait(10)
-    with pipeline.db.session() as session:
-        session.execute(
-            update(File).where(File.id == file.id).values(lease_until=datetime.now(UTC))
-        )
-    pipeline.fail(file.id, "Файл не обработан после 10 попыток")
-    assert status_of(pipeline, file.id).status == FileStatus.FAILED
-    gated.release.set()
-    worker.join(30)
+    with held_in_the_push(pipeline, file) as result:
+        with pipeline.db.session() as session:
+            session.execute(
+                update(File).where(File.id == file.id).values(lease_until=datetime.now(UTC))
+            )
+        pipeline.fail(file.id, "Файл не обработан после 10 попыток")
+        assert status_of(pipeline, file.id).status == FileStatus.FAILED
     assert result == [FileStatus.STORED]
     row = status_of(pipeline, file.id)
     assert row.status == FileStatus.STORED and row.etag

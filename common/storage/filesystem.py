@@ -152,32 +152,32 @@ class FilesystemStorage:
 
 
 def _copy_atomically(source: Path, target: Path) -> str:
-    """Copy ``source`` to ``target`` durably (temp file, fsync, rename, fsync of the directory);
-    return the md5 written."""
+    """Copy ``source`` to ``target`` durably; return the md5 of what was written."""
     digest = hashlib.md5(usedforsecurity=False)
-    fd, tmp = tempfile.mkstemp(dir=target.parent / TEMPORARY, prefix="put-")
-    try:
-        with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
+
+    def copy(out) -> None:
+        with open(source, "rb") as src:
             while chunk := src.read(1024 * 1024):
                 digest.update(chunk)
-                dst.write(chunk)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_directory(target.parent)
+                out.write(chunk)
+
+    _replace_durably(target, copy)
     return digest.hexdigest()
 
 
 def _write_atomically(target: Path, data: bytes) -> None:
+    _replace_durably(target, lambda out: out.write(data))
+
+
+def _replace_durably(target: Path, fill) -> None:
+    """Write ``target`` through a temporary file in ``.tmp/``: filled, fsynced, renamed into
+    place, then the directory fsynced. A crash leaves the old file or the new one, never part."""
     fd, tmp = tempfile.mkstemp(dir=target.parent / TEMPORARY, prefix="put-")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        with os.fdopen(fd, "wb") as out:
+            fill(out)
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

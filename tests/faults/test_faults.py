@@ -199,12 +199,15 @@ def database_behind_a_proxy(env) -> Iterator[tuple[str, str, TcpProxy]]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_database_down_is_503_and_leaves_nothing(fault_env):
+@pytest.mark.parametrize("cut", ["refused", "silent"])
+def test_database_down_or_silent_is_503_within_five_seconds_and_leaves_nothing(fault_env, cut):
+    """The database refuses connections, or its host dies without a word (connections open,
+    nothing answered, nothing refused)."""
     env = fault_env
     with database_behind_a_proxy(env) as (url, _direct, proxy):
         client = env.app(database_url=url).test_client()
-        assert client.get("/users").status_code == 200
-        proxy.down()
+        assert client.get("/users").status_code == 200  # a pooled connection is open
+        proxy.down() if cut == "refused" else proxy.silence()
         for call in (
             lambda: client.post("/users", json={"username": "lost", "email": "lost@example.com"}),
             lambda: upload(client, b"not accepted"),
@@ -217,7 +220,7 @@ def test_database_down_is_503_and_leaves_nothing(fault_env):
             assert time.monotonic() - started < 5
         assert not any(Path(env.settings.staging_dir).glob("*"))
         proxy.up()
-        assert eventually(lambda: client.get("/users").status_code == 200, timeout=10)
+        assert eventually(lambda: client.get("/users").status_code == 200, timeout=20)
         assert client.get("/users").get_json() == []
         assert client.get("/files").get_json()["count"] == 0
 
