@@ -112,11 +112,15 @@ def test_an_empty_key_file_stops_start_up(tmp_path):
         settings.resolved_secret_key()
 
 
+CAP = str(Settings.retry_backoff_max)  # RETRY_BACKOFF_MAX's default
+
+
 @pytest.mark.parametrize(
     ("environ", "named"),
     [
         ({"PRESIGNED_URL_TTL": "604801"}, "PRESIGNED_URL_TTL"),
-        ({"VISIBILITY_TIMEOUT": "600", "RETRY_BACKOFF_MAX": "600"}, "VISIBILITY_TIMEOUT"),
+        # a visibility timeout no longer than the longest retry countdown
+        ({"VISIBILITY_TIMEOUT": CAP, "RETRY_BACKOFF_MAX": CAP}, "VISIBILITY_TIMEOUT"),
         ({"S3_SSE": "rot13"}, "S3_SSE"),
         ({"METRICS_ALLOW": "everyone"}, "METRICS_ALLOW"),
         ({"PUBLIC_BASE_URL": "files.example.com"}, "PUBLIC_BASE_URL"),
