@@ -544,3 +544,30 @@ def test_files_failed_by_a_store_outage_go_back_once_the_store_answers(pipeline,
     assert status_of(pipeline, refused.id).status == FileStatus.FAILED
     assert status_of(pipeline, worn.id).status == FileStatus.FAILED
     assert pipeline.ingest(outage.id) == FileStatus.STORED
+
+
+class BrokenStorage(GatedStorage):
+    """The real store, whose push fails with an error that is nobody's outage (a bug)."""
+
+    def put(self, request):
+        raise RuntimeError("a bug in the push")
+
+
+def test_an_unexpected_error_leaves_the_claim_to_lapse_and_the_reconciler_hands_it_out(
+    pipeline, quiet_redis
+):
+    file = accept(pipeline, b"hits a bug")
+    pipeline.marks.flush()
+    quiet_redis.delete("uploads")
+    with pytest.raises(RuntimeError):
+        replace(pipeline, storage=BrokenStorage(pipeline.storage)).ingest(file.id)
+    assert status_of(pipeline, file.id).status == FileStatus.PROCESSING  # claim kept
+    assert reconcile(pipeline).reclaimed == 0  # its lease is still live
+    with pipeline.db.session() as session:  # CLAIM_LEASE later
+        session.execute(
+            update(File).where(File.id == file.id).values(lease_until=datetime.now(UTC))
+        )
+    report = reconcile(pipeline)
+    assert (report.reclaimed, report.published) == (1, 1)
+    assert quiet_redis.llen("uploads") == 1
+    assert pipeline.ingest(file.id) == FileStatus.STORED

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from common import outbox
@@ -25,7 +26,13 @@ from common.models import OPEN_STATES, File, FileStatus, OutboxKind, db_now, utc
 from common.pipeline.base import Stage
 from common.staging import remove_staged, staged_path
 from common.states import free_for, lease_lapsed, sources, transition
-from common.storage import PutRequest, StorageRefused, ascii_metadata
+from common.storage import (
+    PutRequest,
+    StorageError,
+    StorageIntegrityError,
+    StorageRefused,
+    ascii_metadata,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +44,8 @@ class Ingest(Stage):
         The delivery first claims the file with a lease that it renews while it works; a
         delivery that finds a live claim of another leaves the file to it (a dead holder's
         lease lapses and the reconciler hands the file out again). Raises
-        ``StorageUnavailable`` (and database errors) for the task to retry, after releasing
-        the claim.
+        ``StorageUnavailable``, ``StorageIntegrityError`` and database errors for the task to
+        retry, after releasing the claim.
         """
         claim = _new_claim()
         file = self._claim(file_id, claim)
@@ -58,7 +65,10 @@ class Ingest(Stage):
                 except StorageRefused as exc:  # no retry will change it: failed at once
                     refused = f"Хранилище отказало: {exc}"
                     return self._finish(file, FileStatus.FAILED, claim, error=refused)
-        except BaseException:
+        except (StorageError, StorageIntegrityError, DBAPIError):
+            # The task retries: give the file back for it. Anything else (a bug, the soft
+            # time limit) leaves the claim to lapse; the reconciler then hands the file out
+            # again, at most OUTBOX_MAX_PUBLISHES times.
             self._release(file_id, claim)
             raise
 
