@@ -86,6 +86,7 @@ def test_the_proxy_is_the_only_published_port():
     assert any(m.endswith("deploy/nginx/nginx.conf.template") for m in mounts)
     assert proxy["environment"]["API_UPSTREAM"] == "api:5000"
     assert services["api"]["environment"]["TRUSTED_PROXY_COUNT"] == "1"
+    assert services["api"]["environment"]["PUBLIC_BASE_URL"] == "http://localhost:8080"
 
 
 def test_redis_keeps_its_data_on_a_volume():
