@@ -26,8 +26,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
-import os
 from collections.abc import Callable
+
+from common.settings import switched_on
 
 TRICKS = ("body_chunk", "json_errors", "malloc", "gc_freeze", "orjson_replies")
 BODY_CHUNK = 128 * 1024
@@ -36,9 +37,7 @@ _M_ARENA_MAX, _M_MMAP_THRESHOLD, _M_TRIM_THRESHOLD = -8, -3, -1
 
 
 def enabled(name: str) -> bool:
-    """False when API_TUNING_OFF names the trick (or says ``all``)."""
-    off = {part.strip() for part in os.environ.get("API_TUNING_OFF", "").split(",")}
-    return name not in off and "all" not in off
+    return switched_on("API_TUNING_OFF", name)
 
 
 def apply_body_chunk(size: int = BODY_CHUNK) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,22 +65,25 @@ def postgresql_connect_args(timeout: float | None) -> dict:
 
 
 def _bounded_connect(timeout: float):
-    """Connections whose every wait for the server is bounded by ``timeout`` (see
-    ``BoundedConnection``); SQLAlchemy's ``do_connect`` hook makes them."""
+    """SQLAlchemy's ``do_connect`` hook: connections whose every wait for the server is
+    bounded by ``timeout`` (see ``_bounded_connection_class``)."""
+    bounded = _bounded_connection_class()
 
     def connect(dialect, connection_record, cargs, cparams):
-        connection = BoundedConnection.connect(*cargs, **cparams)
+        connection = bounded.connect(*cargs, **cparams)
         connection.wait_timeout = timeout
         return connection
 
     return connect
 
 
+@functools.cache
 def _bounded_connection_class():
+    """Built on first use: SQLite-only processes never import psycopg."""
     import psycopg
     from psycopg import errors
 
-    class _Bounded(psycopg.Connection):
+    class BoundedConnection(psycopg.Connection):
         """A psycopg connection that waits for the server at most ``wait_timeout`` seconds.
 
         A server that went silent (a dead host, a dropped path: nothing refused, nothing
@@ -87,9 +91,8 @@ def _bounded_connection_class():
         can fire when the server is not there. psycopg's ``Connection.wait`` takes a timeout
         (its own wait functions raise ``_WaitTimeout``, an OperationalError); this applies one
         to every wait. The connection is closed then: its protocol state is unknown, and a
-        closed connection is one SQLAlchemy's pool discards. tests/test_db.py checks that a
-        silent server is given up on in time, so a psycopg change that bypasses ``wait`` is
-        caught.
+        closed connection is one SQLAlchemy's pool discards. The silent-database fault test
+        (tests/faults/test_faults.py) fails if a psycopg change bypasses ``wait``.
         """
 
         wait_timeout: float | None = None
@@ -103,21 +106,7 @@ def _bounded_connection_class():
                     f"the database did not answer within {self.wait_timeout} s"
                 ) from None
 
-    return _Bounded
-
-
-class _LazyBounded:
-    """Builds the psycopg subclass on first use (SQLite-only processes never import psycopg)."""
-
-    _cls = None
-
-    def connect(self, *args, **kwargs):
-        if _LazyBounded._cls is None:
-            _LazyBounded._cls = _bounded_connection_class()
-        return _LazyBounded._cls.connect(*args, **kwargs)
-
-
-BoundedConnection = _LazyBounded()
+    return BoundedConnection
 
 
 def _decode_json_with_orjson() -> None:

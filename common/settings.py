@@ -140,6 +140,13 @@ def _hosts(raw: str) -> tuple[str, ...]:
     return items
 
 
+def switched_on(variable: str, name: str) -> bool:
+    """False when the environment variable ``variable`` (a comma-separated list) names
+    ``name`` or says ``all``: the switches of the tuning tricks (api/ and worker/tuning.py)."""
+    off = {part.strip() for part in os.environ.get(variable, "").split(",")}
+    return name not in off and "all" not in off
+
+
 def _setting(env: str, default: Any, coerce: Callable[[str], Any] = str) -> Any:
     return field(default=default, metadata={"env": env, "coerce": coerce})
 

@@ -13,14 +13,14 @@
 from __future__ import annotations
 
 import gc
-import os
+
+from common.settings import switched_on
 
 TRICKS = ("preload", "gc_freeze")
 
 
 def enabled(name: str) -> bool:
-    off = {part.strip() for part in os.environ.get("WORKER_TUNING_OFF", "").split(",")}
-    return name not in off and "all" not in off
+    return switched_on("WORKER_TUNING_OFF", name)
 
 
 def preload(settings, storage) -> bool:
