@@ -31,6 +31,11 @@ timeout = 60
 graceful_timeout = 20
 keepalive = 5
 limit_request_line = 8190  # gunicorn's maximum; longer request lines get a JSON 414
+# A header field may be up to 128 KiB, so that an oversized Authorization value reaches the app
+# and is refused like any bad token (401), not by gunicorn (431); at most 50 fields (default
+# 100) keep the most a request's headers can hold at 6.4 MiB.
+limit_request_field_size = 128 * 1024
+limit_request_fields = 50
 # gunicorn's own lines go through the app's handler: JSON objects when LOG_FORMAT=json.
 logconfig_dict = dict_config(Settings.from_env().log_format)
 # The app logs one line per request itself (with its request id); gunicorn's would repeat it.

@@ -14,7 +14,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings is None:
         settings = _settings_or_exit()
 
-    from api import errors, health, serve, tuning, v1
+    from api import errors, fileops, health, serve, tuning, v1, v2
+    from api.auth import init_auth
     from api.cli import init_cli
     from api.docs import init_docs
     from api.hosts import init_hosts
@@ -22,7 +23,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     from api.observability import init_observability
     from api.replies import OrjsonProvider
     from api.schemas import VALIDATE_REPLIES
-    from api.v1 import files
     from common.services import build_pipeline
 
     app = Flask(__name__)
@@ -32,12 +32,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config.setdefault(VALIDATE_REPLIES, app.debug)
     app.extensions["settings"] = settings
     app.extensions["pipeline"] = build_pipeline(settings)
-    app.extensions["download_urls"] = files.UrlCache(settings.presigned_url_ttl)
+    app.extensions["download_urls"] = fileops.UrlCache(settings.presigned_url_ttl)
     init_hosts(app, settings)
     errors.register_error_handlers(app)
     init_observability(app)
-    for blueprint in (health.bp, *v1.BLUEPRINTS, serve.bp):
+    init_auth(app, settings)
+    for blueprint in (health.bp, *v1.BLUEPRINTS, *v2.BLUEPRINTS, serve.bp):
         app.register_blueprint(blueprint)
+    for blueprint, name, prefix in v1.MOUNTS:
+        app.register_blueprint(blueprint, name=name, url_prefix=prefix)
     init_docs(app)
     init_cli(app)
     app.extensions["limiter"] = init_limits(app, settings)

@@ -1,15 +1,21 @@
-"""Operator commands: ``flask --app api stats | requeue-failed | reconcile | create-bucket``."""
+"""Operator commands: ``flask --app api stats | requeue-failed | reconcile | create-bucket``,
+``users create | set-password | make-admin | list`` and ``keys list | revoke``."""
 
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 from flask import Flask, current_app
-from flask.cli import with_appcontext
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
-from common.models import File, FileStatus, OutboxEntry
+from api.auth import keys as api_keys
+from api.auth import passwords, sessions
+from api.schemas import UserIn
+from common.models import ApiKey, File, FileStatus, OutboxEntry, User, identity_key
 from common.pipeline import Pipeline
 from common.reconcile import reconcile as reconcile_once
 
@@ -70,6 +76,124 @@ def create_bucket() -> None:
     click.echo(json.dumps({"bucket": storage.bucket}))
 
 
+users = AppGroup("users", help="Accounts: create, set a password, make an admin, list.")
+keys_group = AppGroup("keys", help="API keys: list, revoke.")
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if not passwords.MIN_LENGTH <= len(password) <= passwords.MAX_LENGTH:
+        raise click.ClickException(
+            f"a password has {passwords.MIN_LENGTH} to {passwords.MAX_LENGTH} characters"
+        )
+    return password
+
+
+def _user(session, name: str) -> User:
+    user = session.scalars(select(User).where(User.username_key == identity_key(name))).first()
+    if user is None:
+        raise click.ClickException(f"no user {name!r}")
+    return user
+
+
+def _described(user: User) -> dict:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "email": user.email,
+        "is_admin": user.is_admin,
+        "has_password": user.password_hash is not None,
+    }
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--email", required=True)
+@click.option("--admin", is_flag=True, help="may act on every file and account")
+@click.option("--password-stdin", is_flag=True, help="read the password from standard input")
+@click.option("--no-password", is_flag=True, help="no password yet (set-password later)")
+def create_user(username: str, email: str, admin: bool, password_stdin: bool, no_password: bool):
+    """Create a user (REGISTRATION=closed needs no route for it); prompts for a password."""
+    try:
+        checked = UserIn.model_validate({"username": username, "email": email})
+    except ValueError as exc:
+        raise click.ClickException(str(exc).splitlines()[0]) from None
+    password = None if no_password else _read_password(password_stdin)
+    user = User(
+        username=checked.username,
+        email=checked.email,
+        is_admin=admin,
+        password_hash=passwords.hash_password(password) if password else None,
+    )
+    try:
+        with _pipeline().db.session() as session:
+            session.add(user)
+    except IntegrityError:
+        raise click.ClickException("that username or email is taken") from None
+    click.echo(json.dumps(_described(user), ensure_ascii=False))
+
+
+@users.command("set-password")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="read the password from standard input")
+def set_password(username: str, password_stdin: bool):
+    """Set (or replace) a user's password; the user's logins are ended."""
+    password = _read_password(password_stdin)
+    with _pipeline().db.session() as session:
+        user = _user(session, username)
+        user.password_hash = passwords.hash_password(password)
+        user_id = user.id
+    ended = sessions.revoke_all(user_id)
+    click.echo(json.dumps({"username": username, "sessions_revoked": ended}, ensure_ascii=False))
+
+
+@users.command("make-admin")
+@click.argument("username")
+@click.option("--revoke", is_flag=True, help="take admin rights away instead")
+def make_admin(username: str, revoke: bool):
+    """Give a user admin rights (from their next login or token refresh)."""
+    with _pipeline().db.session() as session:
+        user = _user(session, username)
+        user.is_admin = not revoke
+        described = _described(user)
+    click.echo(json.dumps(described, ensure_ascii=False))
+
+
+@users.command("list")
+def list_users():
+    """Every user, as JSON lines."""
+    with _pipeline().db.session() as session:
+        for user in session.scalars(select(User).order_by(User.id)):
+            click.echo(json.dumps(_described(user), ensure_ascii=False))
+
+
+@keys_group.command("list")
+@click.argument("username")
+def list_keys(username: str):
+    """A user's API keys (never the keys themselves), as JSON lines."""
+    with _pipeline().db.session() as session:
+        user_id = _user(session, username).id
+        rows = session.scalars(select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.id))
+        for key in rows:
+            click.echo(
+                json.dumps(
+                    {"id": key.id, "name": key.name, "prefix": key.prefix, "scopes": key.scopes}
+                )
+            )
+
+
+@keys_group.command("revoke")
+@click.argument("key_id", type=int)
+def revoke_key(key_id: int):
+    """Revoke an API key by id: refused from the next request on."""
+    if not api_keys.revoke(key_id, None):
+        raise click.ClickException(f"no API key {key_id}")
+    click.echo(json.dumps({"revoked": key_id}))
+
+
 def init_cli(app: Flask) -> None:
-    for command in (stats, requeue_failed, reconcile, create_bucket):
+    for command in (stats, requeue_failed, reconcile, create_bucket, users, keys_group):
         app.cli.add_command(command)

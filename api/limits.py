@@ -22,7 +22,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from common.settings import Settings
 
 REDIS_TIMEOUTS = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25}
-EXEMPT_BLUEPRINTS = ("health", "docs", "swagger_ui", "metrics")
+EXEMPT_BLUEPRINTS = ("health", "api_v1_health", "docs", "swagger_ui", "metrics")
+#: Every upload route, of every version and mount.
+UPLOAD_ENDPOINTS = ("files.upload", "api_v1_files.upload", "v2_files.upload")
 
 
 def init_limits(app: Flask, settings: Settings) -> Limiter:
@@ -51,9 +53,34 @@ def init_limits(app: Flask, settings: Settings) -> Limiter:
     )
     for name in EXEMPT_BLUEPRINTS:
         limiter.exempt(app.blueprints[name])
-    upload = app.view_functions["files.upload"]
-    app.view_functions["files.upload"] = limiter.limit(settings.ratelimit_upload)(upload)
+    # One upload budget per client, whichever version or mount the upload comes through.
+    uploads = limiter.shared_limit(settings.ratelimit_upload, scope="uploads")
+    wrapped = {}
+    for endpoint in UPLOAD_ENDPOINTS:
+        view = app.view_functions[endpoint]
+        if view not in wrapped:
+            wrapped[view] = uploads(view)
+        app.view_functions[endpoint] = wrapped[view]
+    # Password checks cost ~0.1 s of CPU and 64 MiB each: logins per client address and per
+    # username, registrations per client address.
+    login = app.view_functions["v2_auth.log_in"]
+    login = limiter.limit(settings.ratelimit_login, key_func=login_name_key)(login)
+    app.view_functions["v2_auth.log_in"] = limiter.limit(settings.ratelimit_login)(login)
+    register = app.view_functions["v2_users.register"]
+    app.view_functions["v2_users.register"] = limiter.limit(settings.ratelimit_login)(register)
     return limiter
+
+
+def login_name_key() -> str:
+    """The account a login names (username or email, as compared), whatever the address."""
+    from common.models import identity_key
+
+    body = request.get_json(silent=True)
+    login = ""
+    if isinstance(body, dict):
+        value = body.get("username", body.get("email"))
+        login = identity_key(value) if isinstance(value, str) else ""
+    return f"login:{login[:254]}"
 
 
 def client_key() -> str:

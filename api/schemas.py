@@ -181,9 +181,19 @@ def before_handler(req, resp, req_validation_error, instance, model_adapter) -> 
     if req_validation_error is None:
         return
     fields: dict[str, str] = {}
+    unknown: list[str] = []
     for error in req_validation_error.errors(include_url=False):
         name = ".".join(str(p) for p in error["loc"]) or "body"
+        if error["type"] == "extra_forbidden":
+            unknown.append(name)
         fields.setdefault(name, error["msg"])
+    if unknown:
+        raise ApiError(
+            400,
+            "UNKNOWN_PARAMETER",
+            "Неизвестный параметр запроса",
+            details={"unknown": sorted(unknown)},
+        )
     if "limit" in fields:
         raise ApiError(
             400,
@@ -209,16 +219,22 @@ class _Plugin(FlaskPlugin):
         return super().validate_response(resp, resp_model, skip, force_resp_serialize)
 
 
-spec = SpecTree(
-    "flask",
-    backend=_Plugin,
-    title="Upload pipeline API",
-    version="1.0.0",
-    path="apidoc",
-    mode="strict",  # document the routes that carry schemas, not /docs or /storage
-    naming_strategy=lambda model: model.__name__,
-    page_templates={},  # the interactive docs are served from local assets at /docs
-    validation_error_status=400,
-    before=before_handler,
-    annotations=False,
-)
+def _spec(title: str, version: str, path: str) -> SpecTree:
+    return SpecTree(
+        "flask",
+        backend=_Plugin,
+        title=title,
+        version=version,
+        path=path,
+        mode="strict",  # document the routes this instance validates, not /docs or /storage
+        naming_strategy=lambda model: model.__name__,
+        page_templates={},  # the interactive docs are served from local assets at /docs
+        validation_error_status=400,
+        before=before_handler,
+        annotations=False,
+    )
+
+
+#: v1 (the unversioned routes and /api/v1) and v2: one OpenAPI document each (api/docs.py).
+spec = _spec("Upload pipeline API", "1.0.0", "apidoc")
+spec_v2 = _spec("Upload pipeline API", "2.0.0", "apidoc/v2")

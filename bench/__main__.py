@@ -145,7 +145,8 @@ class Bench:
             s3_endpoint_url=self.moto.url,
             staging_dir=str(tmp / "staging"),
             storage_dir=str(tmp / "storage"),
-            secret_key="bench",
+            secret_key="bench-secret-key-of-at-least-32-bytes",
+            v1_access="open",
         )
         S3Storage.from_settings(self.settings).ensure_bucket()
         os.environ.update(RELAXED)

@@ -1,4 +1,5 @@
-"""Tables: users, files and the outbox of work still to be published to the workers."""
+"""Tables: users (with their API keys and login sessions), files and the outbox of work still to
+be published to the workers."""
 
 from __future__ import annotations
 
@@ -7,7 +8,20 @@ import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Enum, ForeignKey, Integer, String, Text, literal
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    false,
+    literal,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
 from sqlalchemy.sql.functions import FunctionElement
@@ -103,6 +117,10 @@ class User(Base):
     username_key: Mapped[str] = mapped_column(String(256), unique=True)
     email_key: Mapped[str] = mapped_column(String(1024), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    #: argon2id (PHC string); None for users created without one (v1 ``POST /users``): they
+    #: cannot log in until an operator sets a password.
+    password_hash: Mapped[str | None] = mapped_column(String(256))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     @validates("username")
     def _key_username(self, _key: str, value: str) -> str:
@@ -115,10 +133,50 @@ class User(Base):
         return value
 
 
-class File(Base):
-    __tablename__ = "files"
+class ApiKey(Base):
+    """A key a program sends as ``Authorization: Bearer upk_...``; only its SHA-256 is kept."""
+
+    __tablename__ = "api_keys"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    #: The first characters of the key, shown in listings so a person can tell keys apart.
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: Space-separated scopes (``files:read files:write``).
+    scopes: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuthSession(Base):
+    """One login: the family of access and refresh tokens issued from one password check.
+
+    Tokens carry the session's id; revoking the session revokes all of them, and
+    ``refresh_jti`` names the one refresh token that may still be exchanged (rotation).
+    """
+
+    __tablename__ = "auth_sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    refresh_jti: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class File(Base):
+    __tablename__ = "files"
+    __table_args__ = (
+        # A caller's listing in its default order (newest first), by keyset.
+        Index("ix_files_owner_uploaded", "owner_id", "uploaded_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: Who uploaded it; None for files uploaded through open v1 (and before accounts).
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     name: Mapped[str] = mapped_column(String(64), unique=True)
     original_name: Mapped[str] = mapped_column(String(255))
     extension: Mapped[str] = mapped_column(String(16))

@@ -28,6 +28,10 @@ DEFAULT_EXTENSIONS = EXTENSIONS  # every extension the registry has a content ch
 MAX_PRESIGNED_TTL = 604800
 
 
+#: The shortest key that may sign tokens (HS256 wants a key as long as its hash, RFC 7518 §3.2).
+MIN_SIGNING_KEY_BYTES = 32
+
+
 class SettingsError(ValueError):
     """A setting has a value the service cannot run with."""
 
@@ -115,6 +119,16 @@ def _addressing(raw: str) -> str:
     if value not in {"auto", "path", "virtual"}:
         raise ValueError("must be auto, path or virtual")
     return value
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def coerce(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in allowed:
+            raise ValueError(f"must be {' or '.join(allowed)}")
+        return value
+
+    return coerce
 
 
 def _sse(raw: str) -> str | None:
@@ -210,6 +224,17 @@ class Settings:
     # again within CLAIM_LEASE + RECONCILE_INTERVAL.
     claim_lease: int = _setting("CLAIM_LEASE", 60, _positive_int)
     max_image_pixels: int = _setting("MAX_IMAGE_PIXELS", 50_000_000, _positive_int)
+    # Accounts and tokens (docs/API.md, "Authentication"). v1 routes: 'open' (no credentials,
+    # ownerless files only) or 'token' (credentials as in v2, the caller's files only).
+    v1_access: str = _setting("V1_ACCESS", "token", _choice("open", "token"))
+    # 'closed': only an admin (or the operator CLI) creates accounts.
+    registration: str = _setting("REGISTRATION", "open", _choice("open", "closed"))
+    # Signs access and refresh tokens; SECRET_KEY (or the generated key) when unset.
+    jwt_secret_key: str | None = _setting("JWT_SECRET_KEY", None)
+    jwt_access_ttl: int = _setting("JWT_ACCESS_TTL", 900, _positive_int)
+    jwt_refresh_ttl: int = _setting("JWT_REFRESH_TTL", 30 * 24 * 3600, _positive_int)
+    # Logins (and registrations) per client address, and logins per username.
+    ratelimit_login: str = _setting("RATELIMIT_LOGIN", "10/minute", _limit)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -246,6 +271,15 @@ class Settings:
                 " twice"
             )
 
+        signing_key = self.jwt_secret_key or self.secret_key
+        if signing_key is not None and len(signing_key.encode()) < MIN_SIGNING_KEY_BYTES:
+            variable = "JWT_SECRET_KEY" if self.jwt_secret_key else "SECRET_KEY"
+            raise SettingsError(
+                f"{variable} is too short to sign tokens: it has {len(signing_key.encode())}"
+                f" bytes, at least {MIN_SIGNING_KEY_BYTES} are needed (e.g. the output of"
+                " `python -c 'import secrets; print(secrets.token_hex(32))'`)"
+            )
+
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
@@ -253,6 +287,9 @@ class Settings:
     @property
     def public_s3_endpoint(self) -> str | None:
         return self.s3_public_endpoint_url or self.s3_endpoint_url
+
+    def resolved_jwt_secret_key(self) -> str:
+        return self.jwt_secret_key or self.resolved_secret_key()
 
     def resolved_secret_key(self) -> str:
         """SECRET_KEY, or one generated once into ``var/secret_key`` (mode 0600) and reused.

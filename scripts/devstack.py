@@ -47,6 +47,9 @@ def private_redis_line(url: str, var: Path) -> str:
 
 
 def main() -> None:
+    # The local stack answers the original document's curl examples as they are: v1 open
+    # (ownerless files only), unless V1_ACCESS says otherwise. Deployments default to 'token'.
+    os.environ.setdefault("V1_ACCESS", "open")
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

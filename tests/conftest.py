@@ -96,7 +96,9 @@ def settings_for(tmp: Path, **overrides) -> Settings:
     base = {
         "staging_dir": str(tmp / "staging"),
         "storage_dir": str(tmp / "storage"),
-        "secret_key": "test-secret",
+        "secret_key": "test-secret-key-of-at-least-32-bytes",
+        # The v1 suite runs as the local stack does: v1 open (tests of token mode say so).
+        "v1_access": "open",
         "ratelimit_enabled": False,
     }
     return Settings.from_env({}, **(base | overrides))
@@ -138,6 +140,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "CLAIM_LEASE": str(settings.claim_lease),
         "S3_READ_TIMEOUT": str(settings.s3_read_timeout),
         "S3_MAX_ATTEMPTS": str(settings.s3_max_attempts),
+        "V1_ACCESS": settings.v1_access,
+        "REGISTRATION": settings.registration,
+        "JWT_ACCESS_TTL": str(settings.jwt_access_ttl),
+        "JWT_REFRESH_TTL": str(settings.jwt_refresh_ttl),
+        "RATELIMIT_LOGIN": settings.ratelimit_login,
+        "TRUSTED_PROXY_COUNT": str(settings.trusted_proxy_count),
     }
     if settings.s3_bucket:
         env["S3_BUCKET"] = settings.s3_bucket
@@ -219,9 +227,9 @@ def clean_stack(stack: Stack) -> Stack:
             # Lock in the order the pipeline does (files, then outbox), waiting for the worker's
             # transactions instead of deadlocking with them, then empty the tables.
             conn.execute(text("LOCK TABLE files, outbox, users IN ACCESS EXCLUSIVE MODE"))
-            conn.execute(text("TRUNCATE outbox, files, users CASCADE"))
+            conn.execute(text("TRUNCATE outbox, files, api_keys, auth_sessions, users CASCADE"))
         else:
-            for table in ("outbox", "files", "users"):
+            for table in ("outbox", "files", "api_keys", "auth_sessions", "users"):
                 conn.execute(text(f"DELETE FROM {table}"))
     return stack
 

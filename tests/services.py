@@ -180,7 +180,8 @@ def make_fault_env(tmp_path: Path, *, shipped: bool = False, database: str = "sq
         s3_endpoint_url=proxy.url,
         staging_dir=str(tmp_path / "staging"),
         storage_dir=str(tmp_path / "storage"),
-        secret_key="faults",
+        secret_key="faults-secret-key-of-at-least-32-bytes",
+        v1_access="open",
         ratelimit_enabled=False,
         **({} if shipped else SHORTENED),
     )

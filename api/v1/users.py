@@ -1,22 +1,25 @@
-"""User routes: list and create (docs/API.md). Unique constraints in the database decide 409s."""
+"""User routes: list and create (docs/API.md, v1). Unique constraints in the database decide 409s.
+
+With ``V1_ACCESS=token`` a caller is needed: ``GET /users`` lists every user for an admin and
+only the caller for anyone else; ``POST /users`` is for admins (people register through
+``POST /api/v2/users``).
+"""
 
 from __future__ import annotations
 
 import functools
-import json
 
 from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from werkzeug.exceptions import BadRequest
 
+from api.auth import caller, forbidden, guarded
+from api.bodies import json_object_body
 from api.errors import ApiError
 from api.schemas import UserIn, UserList, UserOut, replies, spec
 from common.models import User, identity_key
 
 bp = Blueprint("users", __name__)
-
-MAX_BODY = 64 * 1024
 
 
 def user_object(user: User) -> dict:
@@ -24,26 +27,35 @@ def user_object(user: User) -> dict:
 
 
 @bp.get("/users")
+@guarded(None, v1=True)
 @spec.validate(resp=replies({"HTTP_200": UserList}), tags=["users"])
 def list_users():
     """All users, ordered by id."""
+    who = caller()
+    query = select(User).order_by(User.id)
+    if who is not None and not who.is_admin:
+        query = query.where(User.id == who.user_id)
     with current_app.extensions["pipeline"].db.session() as session:
-        users = session.scalars(select(User).order_by(User.id)).all()
+        users = session.scalars(query).all()
     return jsonify([user_object(u) for u in users])
 
 
-def json_object_body(view):
-    """Refuse bodies that are not a JSON object (415/400/413) before schema validation."""
+def admin_only(view):
+    """A route for admins when there is a caller (V1_ACCESS=token); 403 for anyone else."""
 
     @functools.wraps(view)
     def checked(*args, **kwargs):
-        _json_object()
+        who = caller()
+        if who is not None and not who.is_admin:
+            raise forbidden()
         return view(*args, **kwargs)
 
     return checked
 
 
 @bp.post("/users")
+@guarded(None, v1=True)
+@admin_only
 @json_object_body
 @spec.validate(json=UserIn, resp=replies({"HTTP_201": UserOut}, 400, 409, 413, 415), tags=["users"])
 def create_user():
@@ -62,36 +74,6 @@ def create_user():
             details={"field": _taken_field(db, payload)},
         ) from None
     return jsonify(user_object(user)), 201
-
-
-def _json_object() -> dict:
-    """The body as a JSON object, parsed once: Flask caches it for the schema validation."""
-    if not request.is_json:
-        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "Ожидается тело в формате application/json")
-    request.max_content_length = MAX_BODY
-    try:
-        data = request.get_json()
-    except BadRequest as exc:  # not JSON, or not UTF-8
-        problem = _json_problem(exc.__cause__ or exc.__context__)
-        raise ApiError(400, "INVALID_JSON", "Некорректный JSON", details=problem) from None
-    except RecursionError:
-        raise ApiError(
-            400, "INVALID_JSON", "Некорректный JSON", details="too deeply nested"
-        ) from None
-    if not isinstance(data, dict):
-        raise ApiError(
-            400, "INVALID_JSON", "Ожидается JSON-объект", details="body must be an object"
-        )
-    return data
-
-
-def _json_problem(cause: BaseException | None) -> str:
-    """What was wrong with a body, in the API's words (never the decoder's own text)."""
-    if isinstance(cause, UnicodeDecodeError):
-        return "the body is not UTF-8"
-    if isinstance(cause, json.JSONDecodeError):
-        return f"not valid JSON at line {cause.lineno}, column {cause.colno}"
-    return "not valid JSON"
 
 
 def _taken_field(db, payload: UserIn) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy import ColumnElement
+
 from common import outbox
 from common.models import File, FileStatus, OutboxKind
 from common.pipeline.base import Stage
@@ -17,9 +19,10 @@ log = logging.getLogger(__name__)
 
 
 class Intake(Stage):
-    def accept(self, staged: StagedUpload) -> File:
+    def accept(self, staged: StagedUpload, owner_id: int | None = None) -> File:
         """Record a staged upload with its outbox entry in one transaction, then publish."""
         file = File(
+            owner_id=owner_id,
             name=staged.name,
             original_name=staged.original_name,
             extension=staged.extension,
@@ -41,10 +44,14 @@ class Intake(Stage):
         self.publish(file.id, OutboxKind.INGEST)
         return file
 
-    def delete(self, name: str) -> bool:
-        """Mark a file deleted and remove its object; False when there is no such live file."""
+    def delete(self, name: str, visible: ColumnElement[bool] | None = None) -> bool:
+        """Mark a file deleted and remove its object; False when there is no such live file
+        (among those ``visible`` selects, when given: the caller's)."""
         with self.db.session() as session:
-            file = session.query(File).filter_by(name=name).one_or_none()
+            query = session.query(File).filter_by(name=name)
+            if visible is not None:
+                query = query.filter(visible)
+            file = query.one_or_none()
             if file is None or not transition(session, file.id, FileStatus.DELETED):
                 return False
             outbox.add(session, file.id, OutboxKind.DELETE)

@@ -1,0 +1,55 @@
+"""JSON request bodies: refused (415/400/413) in the service's error shape before any schema
+sees them."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+from flask import request
+from werkzeug.exceptions import BadRequest
+
+from api.errors import ApiError
+
+MAX_BODY = 64 * 1024
+
+
+def json_object_body(view):
+    """Refuse bodies that are not a JSON object (415/400/413) before schema validation."""
+
+    @functools.wraps(view)
+    def checked(*args, **kwargs):
+        json_object()
+        return view(*args, **kwargs)
+
+    return checked
+
+
+def json_object() -> dict:
+    """The body as a JSON object, parsed once: Flask caches it for the schema validation."""
+    if not request.is_json:
+        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "Ожидается тело в формате application/json")
+    request.max_content_length = MAX_BODY
+    try:
+        data = request.get_json()
+    except BadRequest as exc:  # not JSON, or not UTF-8
+        problem = _json_problem(exc.__cause__ or exc.__context__)
+        raise ApiError(400, "INVALID_JSON", "Некорректный JSON", details=problem) from None
+    except RecursionError:
+        raise ApiError(
+            400, "INVALID_JSON", "Некорректный JSON", details="too deeply nested"
+        ) from None
+    if not isinstance(data, dict):
+        raise ApiError(
+            400, "INVALID_JSON", "Ожидается JSON-объект", details="body must be an object"
+        )
+    return data
+
+
+def _json_problem(cause: BaseException | None) -> str:
+    """What was wrong with a body, in the API's words (never the decoder's own text)."""
+    if isinstance(cause, UnicodeDecodeError):
+        return "the body is not UTF-8"
+    if isinstance(cause, json.JSONDecodeError):
+        return f"not valid JSON at line {cause.lineno}, column {cause.colno}"
+    return "not valid JSON"

@@ -1,0 +1,237 @@
+"""What the file routes of every API version share: finding a file the caller may see,
+accepting an upload for its owner, waiting for its result (``Prefer: wait``), download URLs and
+the file object of docs/API.md."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urljoin
+
+from flask import current_app, request
+from sqlalchemy import Row, select
+
+from api.auth import Caller, visible_files
+from api.errors import ApiError
+from api.multipart import stage_upload
+from api.observability import UPLOAD_BYTES, UPLOADS_ACCEPTED
+from common.fileinfo import file_metadata, iso_z
+from common.models import OPEN_STATES, File, FileStatus, User
+from common.naming import is_generated_name
+from common.pipeline import Pipeline
+
+MAX_WAIT = 30
+POLL_INTERVAL = 0.05
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
+
+
+def pipeline() -> Pipeline:
+    return current_app.extensions["pipeline"]
+
+
+#: What a file object shows: a listing reads these columns as plain rows, without building
+#: (and tracking) an ORM object per file, most of the cost of a page of 100.
+LISTED = (
+    File.id,
+    File.name,
+    File.original_name,
+    File.size,
+    File.content_type,
+    File.status,
+    File.uploaded_at,
+    File.stored_at,
+    File.etag,
+    File.sha256,
+    File.extra,
+    File.error,
+)
+#: LISTED with the owner's username (``owner``), for the v2 file object.
+LISTED_WITH_OWNER = (*LISTED, User.username.label("owner"))
+
+
+def with_owner(query):
+    return query.outerjoin(User, User.id == File.owner_id)
+
+
+UrlOf = Callable[[File | Row], str | None]
+
+
+def file_object(file: File | Row, url_of: UrlOf | None = None) -> dict[str, Any]:
+    """The v1 file object of docs/API.md (``info``, list entries, ``file_info``); ``url_of``
+    from ``download_urls()`` when building many."""
+    body: dict[str, Any] = {
+        "name": file.name,
+        "original_name": file.original_name,
+        "size": file.size,
+        "content_type": file.content_type,
+        "status": file.status.value,
+        "last_modified": iso_z(file.stored_at or file.uploaded_at),
+        "etag": file.etag,
+        "sha256": file.sha256,
+        "metadata": file_metadata(file) | (file.extra or {}),
+        "download_url": (url_of or download_urls())(file),
+    }
+    if file.status in (FileStatus.REJECTED, FileStatus.FAILED):
+        body["error"] = file.error
+    return body
+
+
+def file_object_v2(file: Row, url_of: UrlOf | None = None) -> dict[str, Any]:
+    """The v2 file object: the v1 fields, ``owner``, ``tags``, ``category``, ``uploaded_at``."""
+    body = file_object(file, url_of)
+    body["owner"] = file.owner
+    body["tags"] = []
+    body["category"] = None
+    body["uploaded_at"] = iso_z(file.uploaded_at)
+    return body
+
+
+class UrlCache:
+    """Recently signed download URLs, reused for listings and file objects.
+
+    Signing is most of the cost of a listing (100 URLs a page), so a URL is reused for up to a
+    tenth of PRESIGNED_URL_TTL (at most 30 s): a URL in a listing is valid for at least 90% of
+    the TTL. ``/download`` always signs afresh, so its ``expires_in`` is exact.
+    """
+
+    def __init__(self, ttl: int, size: int = 20_000) -> None:
+        self.max_age = min(30.0, ttl / 10)
+        self.size = size
+        self._items: dict[str, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, sign: Callable[[str], str]) -> str:
+        now = time.monotonic()
+        hit = self._items.get(key)
+        if hit is not None and now - hit[0] < self.max_age:
+            return hit[1]
+        url = sign(key)
+        with self._lock:
+            if len(self._items) >= self.size:
+                self._items.clear()
+            self._items[key] = (now, url)
+        return url
+
+
+def download_urls(*, fresh: bool = False) -> UrlOf:
+    """A function giving a file's download URL (None until it is stored), with what it needs
+    looked up once per request: a listing asks for a hundred."""
+    ttl = current_app.extensions["settings"].presigned_url_ttl
+    storage = pipeline().storage
+    cache: UrlCache = current_app.extensions["download_urls"]
+    host_url = request.host_url
+
+    def sign(name: str) -> str:
+        return storage.presign_get(name, ttl)
+
+    def url_of(file: File | Row) -> str | None:
+        if file.status != FileStatus.STORED:
+            return None
+        url = sign(file.name) if fresh else cache.get(file.name, sign)
+        # The filesystem store signs host-relative paths, served by this API.
+        return urljoin(host_url, url) if url.startswith("/") else url
+
+    return url_of
+
+
+def download_reply(file: Row, shape: Callable[[Row, UrlOf], dict[str, Any]]) -> dict[str, Any]:
+    """``/download``'s reply: a URL signed now (valid for exactly ``expires_in``), and the
+    file object in ``shape`` (of the API version asked)."""
+    url = download_urls(fresh=True)(file)
+    return {
+        "download_url": url,
+        "file_info": shape(file, lambda _file: url),
+        "expires_in": current_app.extensions["settings"].presigned_url_ttl,
+    }
+
+
+def not_found() -> ApiError:
+    return ApiError(404, "FILE_NOT_FOUND", "Файл не найден")
+
+
+def load(name: str, who: Caller | None) -> Row:
+    """A live file by its generated name, if ``who`` may see it; 404 otherwise, the same
+    answer for a file that is someone else's as for one that does not exist."""
+    if is_generated_name(name):
+        query = with_owner(select(*LISTED_WITH_OWNER)).where(File.name == name, visible_files(who))
+        with pipeline().db.reading() as session:
+            file = session.execute(query).first()
+        if file is not None and file.status != FileStatus.DELETED:
+            return file
+    raise not_found()
+
+
+def refresh(file: Row) -> Row:
+    """``file`` read again (its status may have moved)."""
+    query = with_owner(select(*LISTED_WITH_OWNER)).where(File.id == file.id)
+    with pipeline().db.reading() as session:
+        return session.execute(query).one()
+
+
+def accept_upload(owner: Caller | None) -> Row:
+    """Stage the request's multipart body and record it for ``owner`` (None: ownerless)."""
+    settings = current_app.extensions["settings"]
+    staged = stage_upload(
+        request.stream,
+        request.headers.get("Content-Type"),
+        request.content_length,
+        staging_dir=settings.staging_dir,
+        max_bytes=settings.max_upload_bytes,
+        allowed_extensions=settings.allowed_extensions,
+        now=datetime.now(UTC),
+    )
+    file = pipeline().accept(staged, owner_id=owner.user_id if owner else None)
+    UPLOADS_ACCEPTED.inc()
+    UPLOAD_BYTES.inc(file.size)
+    return _AcceptedRow(file, owner.username if owner else None)
+
+
+class _AcceptedRow:
+    """A just-accepted file, shaped like a row of LISTED_WITH_OWNER (no second read)."""
+
+    def __init__(self, file: File, owner: str | None) -> None:
+        self._file, self.owner = file, owner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
+def prefer_wait(header: str) -> int | None:
+    match = _PREFER_WAIT.search(header)
+    return min(int(match.group(1)), MAX_WAIT) if match else None
+
+
+def wait_for_final_state(file: Row, seconds: int) -> Row:
+    deadline = time.monotonic() + seconds
+    current = file
+    while time.monotonic() < deadline:
+        current = refresh(file)
+        if current.status not in OPEN_STATES:
+            return current
+        time.sleep(POLL_INTERVAL)
+    return current
+
+
+def not_ready(file: Row) -> ApiError:
+    extra = {"reason": file.error} if file.error else {}
+    return ApiError(
+        409,
+        "FILE_NOT_READY",
+        "Файл еще не готов к скачиванию" if file.status in OPEN_STATES else "Файл недоступен",
+        status=file.status.value,
+        **extra,
+    )
+
+
+def rejected(file: Row, headers: dict[str, str]) -> ApiError:
+    return ApiError(
+        422,
+        "FILE_REJECTED",
+        "Файл отклонен: содержимое не соответствует типу",
+        details={"reason": file.error, "filename": file.name},
+        headers=headers,
+    )

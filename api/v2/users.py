@@ -1,0 +1,97 @@
+"""Accounts: registration and the caller's own account (docs/API.md, "Accounts")."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from api.auth import authenticate, forbidden, guarded, passwords, unauthorized
+from api.bodies import json_object_body
+from api.errors import ApiError
+from api.schemas import Status, replies, spec_v2
+from api.v2.schemas import Me, Registration, UserV2
+from common.fileinfo import iso_z
+from common.models import File, FileStatus, User, identity_key
+
+bp = Blueprint("v2_users", __name__, url_prefix="/api/v2")
+
+
+def user_object(user: User) -> dict:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "email": user.email,
+        "is_admin": user.is_admin,
+        "created_at": iso_z(user.created_at),
+    }
+
+
+def _registration_allowed() -> None:
+    """REGISTRATION=closed: only an admin creates accounts (the CLI needs no route)."""
+    closed = current_app.extensions["settings"].registration == "closed"
+    if closed and not authenticate().is_admin:
+        raise forbidden()
+
+
+@bp.post("/users")
+@json_object_body
+@spec_v2.validate(
+    json=Registration,
+    resp=replies({"HTTP_201": UserV2}, 400, 401, 403, 409, 413, 415),
+    tags=["accounts"],
+)
+def register():
+    """Create an account with a password (REGISTRATION=open, or an admin's token)."""
+    _registration_allowed()
+    body: Registration = request.context.json
+    user = User(
+        username=body.username,
+        email=body.email,
+        password_hash=passwords.hash_password(body.password),
+    )
+    db = current_app.extensions["pipeline"].db
+    try:
+        with db.session() as session:
+            session.add(user)
+    except IntegrityError:
+        with db.reading() as session:
+            taken = session.scalar(
+                select(User.id).where(User.username_key == identity_key(body.username))
+            )
+        raise ApiError(
+            409,
+            "USER_EXISTS",
+            "Пользователь уже существует",
+            details={"field": "username" if taken else "email"},
+        ) from None
+    return jsonify(user_object(user)), 201
+
+
+@bp.get("/me")
+@guarded(None)
+@spec_v2.validate(resp=replies({"HTTP_200": Me}, 401), tags=["accounts"])
+def me():
+    """The caller's account and usage totals (live files by status, bytes stored)."""
+    caller = authenticate()
+    with current_app.extensions["pipeline"].db.reading() as session:
+        user = session.get(User, caller.user_id)
+        counts = session.execute(
+            select(File.status, func.count(), func.coalesce(func.sum(File.size), 0))
+            .where(File.owner_id == caller.user_id, File.status != FileStatus.DELETED)
+            .group_by(File.status)
+        ).all()
+    if user is None:  # the account is gone; its tokens die with it
+        raise unauthorized("the account no longer exists")
+    by_status: dict[str, int] = {s: 0 for s in Status.__args__}
+    for status, count, _size in counts:
+        by_status[status.value] = count
+    stored = sum(size for status, _count, size in counts if status == FileStatus.STORED)
+    body = user_object(user) | {
+        "usage": {
+            "files": sum(count for _status, count, _size in counts),
+            "bytes_stored": int(stored),
+            "by_status": by_status,
+        }
+    }
+    return jsonify(body)

@@ -1,0 +1,327 @@
+"""The token life cycle, API keys and scopes, hostile tokens and login limits, over HTTP against
+gunicorn on both databases."""
+
+from __future__ import annotations
+
+import base64
+import json
+import statistics
+import time
+import warnings
+
+import jwt
+import pytest
+import requests
+from sqlalchemy import func, select
+
+from common.models import ApiKey, File, User
+from tests.accounts import (
+    PASSWORD,
+    account,
+    log_in,
+    make_admin,
+    register,
+    start_api,
+    token_settings,
+)
+from tests.services import RedisServer
+
+
+@pytest.fixture
+def token_api(clean_stack, tmp_path):
+    server = start_api(token_settings(clean_stack.settings), tmp_path)
+    yield server.url
+    server.stop()
+
+
+def _refresh(url: str, refresh_token: str) -> requests.Response:
+    return requests.post(
+        url + "/api/v2/auth/refresh", headers={"Authorization": f"Bearer {refresh_token}"}
+    )
+
+
+def _invalid_token(reply: requests.Response) -> str:
+    """The reply is RFC 6750's 401 for a bad token; its description."""
+    assert reply.status_code == 401, reply.text
+    assert reply.json()["code"] == "UNAUTHORIZED"
+    challenge = reply.headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer ") and 'error="invalid_token"' in challenge
+    return reply.json()["details"]
+
+
+def test_registration_and_login(token_api, clean_stack):
+    created = register(token_api, "Alice")
+    assert created.status_code == 201
+    body = created.json()
+    assert set(body) == {"id", "username", "email", "is_admin", "created_at"}
+    assert "password" not in created.text and "argon2" not in created.text
+    with clean_stack.db.session() as session:
+        stored = session.scalar(select(User.password_hash).where(User.id == body["id"]))
+    assert stored.startswith("$argon2id$") and PASSWORD not in stored
+    again = register(token_api, "ALICE")
+    assert again.status_code == 409 and again.json()["details"] == {"field": "username"}
+    short = register(token_api, "bob", password="short")
+    assert short.status_code == 400 and "password" in short.json()["details"]
+    tokens = log_in(token_api, "alice")  # usernames compare case-folded
+    assert tokens.status_code == 200 and tokens.headers["Cache-Control"] == "no-store"
+    assert tokens.json()["token_type"] == "Bearer" and tokens.json()["expires_in"] == 900
+    by_email = requests.post(
+        token_api + "/api/v2/auth/token",
+        json={"username": "alice@example.com", "password": PASSWORD},
+    )
+    assert by_email.status_code == 200
+    me = requests.get(
+        token_api + "/api/v2/me",
+        headers={"Authorization": f"Bearer {tokens.json()['access_token']}"},
+    ).json()
+    assert me["username"] == "Alice" and me["usage"]["files"] == 0
+
+
+def test_wrong_password_and_unknown_user_get_the_same_answer(token_api):
+    account(token_api, "alice")
+    wrong = log_in(token_api, "alice", "not the password")
+    unknown = log_in(token_api, "nobody", "not the password")
+    for reply in (wrong, unknown):
+        assert reply.status_code == 401
+        assert reply.json() == {
+            "error": "Неверное имя пользователя или пароль",
+            "code": "INVALID_CREDENTIALS",
+        }
+    # About the same time: an unknown user is checked against a dummy argon2 hash.
+    timings = {"wrong": [], "unknown": []}
+    for _ in range(5):
+        for kind, name in (("wrong", "alice"), ("unknown", "nobody")):
+            started = time.perf_counter()
+            log_in(token_api, name, "not the password")
+            timings[kind].append(time.perf_counter() - started)
+    wrong_median = statistics.median(timings["wrong"])
+    unknown_median = statistics.median(timings["unknown"])
+    assert unknown_median > 0.5 * wrong_median, timings
+
+
+def test_access_tokens_expire(clean_stack, tmp_path):
+    server = start_api(token_settings(clean_stack.settings, jwt_access_ttl=2), tmp_path)
+    try:
+        alice = account(server.url, "alice")
+        assert alice.get("/api/v2/me").status_code == 200
+        time.sleep(3)
+        assert "expired" in _invalid_token(alice.get("/api/v2/me"))
+        # The refresh token still gives a fresh pair.
+        renewed = _refresh(server.url, alice.tokens["refresh_token"])
+        assert renewed.status_code == 200
+        alice.tokens = renewed.json()
+        assert alice.get("/api/v2/me").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_refresh_rotates(token_api):
+    alice = account(token_api, "alice")
+    first = alice.tokens
+    second = _refresh(token_api, first["refresh_token"])
+    assert second.status_code == 200
+    assert second.json()["refresh_token"] != first["refresh_token"]
+    _invalid_token(_refresh(token_api, first["refresh_token"]))  # used once: never again
+    third = _refresh(token_api, second.json()["refresh_token"])
+    assert third.status_code == 200
+    # In the body, as OAuth clients send it, works as well.
+    fourth = requests.post(
+        token_api + "/api/v2/auth/refresh",
+        json={"refresh_token": third.json()["refresh_token"]},
+    )
+    assert fourth.status_code == 200
+    alice.tokens = fourth.json()
+    assert alice.get("/api/v2/me").status_code == 200
+
+
+def test_a_refresh_token_is_not_an_access_token(token_api):
+    alice = account(token_api, "alice")
+    as_access = requests.get(
+        token_api + "/api/v2/me",
+        headers={"Authorization": f"Bearer {alice.tokens['refresh_token']}"},
+    )
+    assert "access" in _invalid_token(as_access)
+    assert "refresh" in _invalid_token(_refresh(token_api, alice.tokens["access_token"]))
+
+
+def test_log_out_revokes_access_and_refresh(token_api):
+    alice = account(token_api, "alice")
+    other_login = log_in(token_api, "alice").json()
+    assert alice.get("/api/v2/me").status_code == 200
+    assert alice.delete("/api/v2/auth/token").status_code == 204
+    assert "revoked" in _invalid_token(alice.get("/api/v2/me"))
+    _invalid_token(_refresh(token_api, alice.tokens["refresh_token"]))
+    # Another login of the same user is another session: untouched.
+    me = requests.get(
+        token_api + "/api/v2/me",
+        headers={"Authorization": f"Bearer {other_login['access_token']}"},
+    )
+    assert me.status_code == 200
+
+
+def test_revocation_survives_a_redis_restart(clean_stack, tmp_path):
+    redis_server = RedisServer()
+    settings = token_settings(clean_stack.settings, redis_url=redis_server.url)
+    server = start_api(settings, tmp_path)
+    try:
+        alice = account(server.url, "alice")
+        kept = log_in(server.url, "alice").json()
+        assert alice.get("/api/v2/me").status_code == 200  # "valid" is cached in Redis now
+        assert alice.delete("/api/v2/auth/token").status_code == 204
+        redis_server.stop()  # an empty Redis comes back: nothing cached survives
+        redis_server.start()
+        assert not redis_server_keys(redis_server)
+        assert "revoked" in _invalid_token(alice.get("/api/v2/me"))
+        _invalid_token(_refresh(server.url, alice.tokens["refresh_token"]))
+        alice.tokens = kept
+        assert alice.get("/api/v2/me").status_code == 200
+        # While Redis is down the database answers alone.
+        redis_server.stop()
+        assert alice.get("/api/v2/me").status_code == 200
+        assert alice.delete("/api/v2/auth/token").status_code == 204
+        assert "revoked" in _invalid_token(alice.get("/api/v2/me"))
+    finally:
+        server.stop()
+        redis_server.stop()
+
+
+def redis_server_keys(redis_server: RedisServer) -> list:
+    import redis
+
+    return redis.Redis.from_url(redis_server.url).keys("*")
+
+
+def test_api_keys_scopes_and_revocation(token_api, clean_stack):
+    alice = account(token_api, "alice")
+    made = alice.post("/api/v2/keys", json={"name": "reader", "scopes": ["files:read"]})
+    assert made.status_code == 201
+    reader = made.json()
+    key = reader.pop("key")
+    assert key.startswith("upk_") and len(key) >= 4 + 43
+    assert reader["prefix"] == key[:12] and reader["scopes"] == ["files:read"]
+    with clean_stack.db.session() as session:
+        stored = session.scalars(select(ApiKey)).one()
+    assert key not in (stored.key_hash, stored.prefix) and len(stored.key_hash) == 64
+    as_key = {"Authorization": f"Bearer {key}"}
+    name = alice.upload()
+    assert requests.get(token_api + "/api/v2/files", headers=as_key).status_code == 200
+    assert requests.get(f"{token_api}/api/v2/files/{name}", headers=as_key).status_code == 200
+    assert requests.get(token_api + "/files", headers=as_key).status_code == 200
+    for refused in (
+        requests.post(token_api + "/api/v2/files", headers=as_key, files={"file": ("b.txt", b"x")}),
+        requests.post(token_api + "/files/upload", headers=as_key, files={"file": ("b.txt", b"x")}),
+        requests.delete(f"{token_api}/api/v2/files/{name}", headers=as_key),
+        requests.get(token_api + "/api/v2/keys", headers=as_key),  # keys need a password login
+    ):
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["code"] == "INSUFFICIENT_SCOPE"
+        assert 'error="insufficient_scope"' in refused.headers["WWW-Authenticate"]
+    with clean_stack.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(File)) == 1
+    assert alice.get(f"/api/v2/files/{name}").status_code == 200
+    listed = alice.get("/api/v2/keys").json()["items"]
+    assert [k["name"] for k in listed] == ["reader"] and listed[0]["last_used_at"] is not None
+    assert key not in alice.get("/api/v2/keys").text
+    writer = alice.post("/api/v2/keys", json={"name": "writer", "scopes": ["files:write"]}).json()
+    as_writer = {"Authorization": f"Bearer {writer['key']}"}
+    posted = requests.post(
+        token_api + "/api/v2/files", headers=as_writer, files={"file": ("w.txt", b"w")}
+    )
+    assert posted.status_code == 201 and posted.json()["owner"] == "alice"
+    assert requests.get(token_api + "/api/v2/files", headers=as_writer).status_code == 403
+    # A revoked key is refused from the very next request (its answer was cached just now).
+    assert alice.delete(f"/api/v2/keys/{reader['id']}").status_code == 204
+    assert "revoked" in _invalid_token(requests.get(token_api + "/api/v2/files", headers=as_key))
+    assert alice.delete(f"/api/v2/keys/{reader['id']}").status_code == 404
+    bob = account(token_api, "bob")
+    assert bob.delete(f"/api/v2/keys/{writer['id']}").json()["code"] == "KEY_NOT_FOUND"
+    bad = alice.post("/api/v2/keys", json={"name": "x", "scopes": ["admin"]})
+    assert bad.status_code == 400
+
+
+def _b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def _hs512(claims: dict, secret: str) -> str:
+    with warnings.catch_warnings():  # the key is short for HS512: that is the point
+        warnings.simplefilter("ignore", jwt.warnings.InsecureKeyLengthWarning)
+        return jwt.encode(claims, secret, "HS512")
+
+
+def test_hostile_tokens_are_refused_never_500(token_api, clean_stack):
+    alice = account(token_api, "alice")
+    good = alice.tokens["access_token"]
+    header, payload, signature = good.split(".")
+    claims = jwt.decode(good, options={"verify_signature": False})
+    secret = "test-secret-key-of-at-least-32-bytes"  # the stack's SECRET_KEY (JWT_SECRET_KEY unset)
+    forged_admin = claims | {"adm": True, "sub": "999"}
+    hostile = {
+        "alg none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{payload}.",
+        "wrong key": jwt.encode(claims, "another-key-of-at-least-32-bytes-long!", "HS256"),
+        "tampered payload": f"{header}.{_b64(forged_admin)}.{signature}",
+        "truncated": good[: len(good) // 2],
+        "expired": jwt.encode(claims | {"exp": int(time.time()) - 60}, secret, "HS256"),
+        "100 KB": "a" * 100_000,
+        "garbage": "not-a-jwt",
+        "empty segments": "..",
+        "HS512 with the key": _hs512(claims, secret),
+        "unknown key": "upk_" + "A" * 43,
+    }
+    for label, token in hostile.items():
+        reply = requests.get(
+            token_api + "/api/v2/files", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert reply.status_code == 401, (label, reply.status_code, reply.text[:200])
+        assert reply.json()["code"] == "UNAUTHORIZED", label
+    for malformed in ("Bearer", "Basic YWxpY2U6cGFzcw==", f"Bearer {good} extra", "Token abc"):
+        reply = requests.get(token_api + "/api/v2/files", headers={"Authorization": malformed})
+        assert reply.status_code == 401 and reply.json()["code"] == "UNAUTHORIZED", malformed
+    assert alice.get("/api/v2/files").status_code == 200
+
+
+def test_login_is_rate_limited_per_address_and_per_username(clean_stack, tmp_path):
+    settings = token_settings(
+        clean_stack.settings,
+        ratelimit_enabled=True,
+        ratelimit_login="3/minute",
+        trusted_proxy_count=1,  # X-Forwarded-For names the client: several addresses, one host
+    )
+    server = start_api(settings, tmp_path)
+
+    def attempt(username: str, address: str) -> int:
+        return requests.post(
+            server.url + "/api/v2/auth/token",
+            json={"username": username, "password": "wrong password"},
+            headers={"X-Forwarded-For": address},
+        ).status_code
+
+    try:
+        assert [attempt("alice", "198.51.100.1") for _ in range(3)] == [401] * 3
+        assert attempt("alice", "198.51.100.2") == 429  # alice's budget, from anywhere
+        assert attempt("bob", "198.51.100.2") == 401
+        assert [attempt(f"user{i}", "198.51.100.3") for i in range(3)] == [401] * 3
+        assert attempt("carol", "198.51.100.3") == 429  # this address's budget
+        assert attempt("carol", "198.51.100.4") == 401
+    finally:
+        server.stop()
+
+
+def test_closed_registration_is_for_admins(clean_stack, tmp_path):
+    open_api = start_api(token_settings(clean_stack.settings), tmp_path)
+    try:
+        alice = account(open_api.url, "alice")
+        root = make_admin(clean_stack.db, account(open_api.url, "root"))
+    finally:
+        open_api.stop()
+    closed = start_api(token_settings(clean_stack.settings, registration="closed"), tmp_path)
+    try:
+        alice.url = root.url = closed.url
+        assert register(closed.url, "mallory").status_code == 401
+        new = {"username": "carol", "email": "carol@example.com", "password": PASSWORD}
+        refused = alice.post("/api/v2/users", json=new)
+        assert refused.status_code == 403 and refused.json()["code"] == "FORBIDDEN"
+        assert root.post("/api/v2/users", json=new).status_code == 201
+        assert log_in(closed.url, "carol").status_code == 200
+    finally:
+        closed.stop()
