@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import shutil
+import sys
 import tempfile
 
 from gunicorn import util as gunicorn_util
@@ -19,7 +20,7 @@ from api import tuning
 from api.errors import HTTP_MESSAGES, INTERNAL_ERROR
 from api.multipart import FRAMING_ALLOWANCE
 from common.logs import dict_config
-from common.settings import Settings
+from common.settings import Settings, SettingsError
 
 # Loopback by default: clients reach the API through the front proxy (deploy/nginx), never
 # gunicorn itself. Containers bind their own network (Dockerfile), still behind the proxy.
@@ -37,7 +38,12 @@ limit_request_line = 8190  # gunicorn's maximum; longer request lines get a JSON
 limit_request_field_size = 128 * 1024
 limit_request_fields = 50
 # gunicorn's own lines go through the app's handler: JSON objects when LOG_FORMAT=json.
-logconfig_dict = dict_config(Settings.from_env().log_format)
+try:
+    _settings = Settings.from_env()
+except SettingsError as _exc:  # one line, as the app and the workers print it
+    print(f"error: {_exc}", file=sys.stderr, flush=True)
+    raise SystemExit(2) from None
+logconfig_dict = dict_config(_settings.log_format)
 # The app logs one line per request itself (with its request id); gunicorn's would repeat it.
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 

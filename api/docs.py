@@ -37,8 +37,7 @@ def _document(source: dict[str, Any], *, paths, required: bool, version: str) ->
     document["paths"] = {path: item for path, item in source["paths"].items() if paths(path)}
     document["info"]["version"] = version
     document.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
-    if required:
-        document["security"] = [{"bearer": []}]
+    document["security"] = [{"bearer": []}] if required else []
     return document
 
 

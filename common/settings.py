@@ -271,8 +271,8 @@ class Settings:
                 " twice"
             )
 
-        signing_key = self.jwt_secret_key or self.secret_key
-        if signing_key is not None and len(signing_key.encode()) < MIN_SIGNING_KEY_BYTES:
+        signing_key = self.jwt_secret_key or self.secret_key  # empty: generated (64 bytes)
+        if signing_key and len(signing_key.encode()) < MIN_SIGNING_KEY_BYTES:
             variable = "JWT_SECRET_KEY" if self.jwt_secret_key else "SECRET_KEY"
             raise SettingsError(
                 f"{variable} is too short to sign tokens: it has {len(signing_key.encode())}"

@@ -71,3 +71,125 @@ def test_create_bucket(app, clean_stack):
         assert json.loads(result.output) == {"bucket": clean_stack.settings.s3_bucket}
     else:
         assert result.exit_code != 0 and "not s3" in result.output
+
+
+def cli(app, *args, stdin: str | None = None):
+    result = app.test_cli_runner().invoke(args=list(args), input=stdin)
+    return result
+
+
+def test_users_create_log_in_and_list(app, client):
+    made = cli(
+        app,
+        "users",
+        "create",
+        "root",
+        "--email",
+        "root@example.com",
+        "--admin",
+        "--password-stdin",
+        stdin="a long password\n",
+    )
+    assert made.exit_code == 0, made.output
+    assert json.loads(made.output) == {
+        "id": json.loads(made.output)["id"],
+        "username": "root",
+        "email": "root@example.com",
+        "is_admin": True,
+        "has_password": True,
+    }
+    login = client.post(
+        "/api/v2/auth/token", json={"username": "root", "password": "a long password"}
+    )
+    assert login.status_code == 200
+    me = client.get("/api/v2/me", headers={"Authorization": f"Bearer {login.json['access_token']}"})
+    assert me.json["is_admin"] is True
+    assert (
+        cli(app, "users", "create", "ROOT", "--email", "x@example.com", "--no-password").exit_code
+        != 0
+    )
+    short = cli(
+        app,
+        "users",
+        "create",
+        "bob",
+        "--email",
+        "b@example.com",
+        "--password-stdin",
+        stdin="short\n",
+    )
+    assert short.exit_code != 0 and "8 to 256" in short.output
+    bad = cli(app, "users", "create", "bad name", "--email", "b@example.com", "--no-password")
+    assert bad.exit_code != 0
+    listed = [json.loads(line) for line in cli(app, "users", "list").output.splitlines()]
+    assert [u["username"] for u in listed] == ["root"]
+
+
+def test_set_password_ends_the_users_logins(app, client):
+    # A v1 user has no password: it cannot log in until an operator sets one.
+    client.post("/users", json={"username": "alice", "email": "alice@example.com"})
+    refused = client.post("/api/v2/auth/token", json={"username": "alice", "password": "whatever1"})
+    assert refused.status_code == 401
+    assert (
+        cli(
+            app, "users", "set-password", "alice", "--password-stdin", stdin="first password\n"
+        ).exit_code
+        == 0
+    )
+    tokens = client.post(
+        "/api/v2/auth/token", json={"username": "alice", "password": "first password"}
+    ).json
+    auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+    assert client.get("/api/v2/me", headers=auth).status_code == 200
+    changed = cli(
+        app, "users", "set-password", "alice", "--password-stdin", stdin="second password\n"
+    )
+    assert json.loads(changed.output)["sessions_revoked"] == 1
+    assert client.get("/api/v2/me", headers=auth).status_code == 401
+    assert (
+        client.post(
+            "/api/v2/auth/token", json={"username": "alice", "password": "first password"}
+        ).status_code
+        == 401
+    )
+    assert (
+        client.post(
+            "/api/v2/auth/token", json={"username": "alice", "password": "second password"}
+        ).status_code
+        == 200
+    )
+    assert (
+        cli(
+            app, "users", "set-password", "nobody", "--password-stdin", stdin="x" * 10 + "\n"
+        ).exit_code
+        != 0
+    )
+
+
+def test_make_admin_and_revoke_a_key(app, client):
+    cli(
+        app,
+        "users",
+        "create",
+        "alice",
+        "--email",
+        "a@example.com",
+        "--password-stdin",
+        stdin="a long password\n",
+    )
+    assert json.loads(cli(app, "users", "make-admin", "alice").output)["is_admin"] is True
+    tokens = client.post(
+        "/api/v2/auth/token", json={"username": "alice", "password": "a long password"}
+    ).json
+    auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+    key = client.post("/api/v2/keys", headers=auth, json={"name": "ci"}).json
+    as_key = {"Authorization": f"Bearer {key['key']}"}
+    assert client.get("/api/v2/files", headers=as_key).status_code == 200
+    listed = json.loads(cli(app, "keys", "list", "alice").output)
+    assert listed["id"] == key["id"] and key["key"] not in cli(app, "keys", "list", "alice").output
+    assert json.loads(cli(app, "keys", "revoke", str(key["id"])).output) == {"revoked": key["id"]}
+    assert client.get("/api/v2/files", headers=as_key).status_code == 401
+    assert cli(app, "keys", "revoke", str(key["id"])).exit_code != 0
+    assert (
+        json.loads(cli(app, "users", "make-admin", "alice", "--revoke").output)["is_admin"] is False
+    )

@@ -97,3 +97,18 @@ def test_redis_keeps_its_data_on_a_volume():
         (v["target"] if isinstance(v, dict) else v.split(":")[1]) == "/data"
         for v in redis["volumes"]
     )
+
+
+def test_the_stack_is_closed_and_shares_one_signing_key():
+    """v1 needs a token, as v2 does; with no SECRET_KEY given, the key every app container signs
+    tokens with is the one generated into the shared app-var volume (never a short default)."""
+    services = compose()["services"]
+    for name in ("api", "worker-uploads", "beat", "migrate"):
+        env = services[name]["environment"]
+        assert env["V1_ACCESS"] == "token", name
+        assert env["SECRET_KEY"] == "" and env["JWT_SECRET_KEY"] == "", name
+        targets = {
+            (v.split(":")[0], v.split(":")[1]) if isinstance(v, str) else (v["source"], v["target"])
+            for v in services[name]["volumes"]
+        }
+        assert ("app-var", "/app/var") in targets, name

@@ -25,9 +25,10 @@ from tests.conftest import PG_URL, eventually, free_port, migrate, wait_for_stat
 from tests.tcpproxy import TcpProxy
 
 MIB = 1024 * 1024
-#: Settings that place a fault environment (its own database, Redis, store, directories).
+#: Settings that place a fault environment (its own database, Redis, store, directories),
+#: and open v1, whose routes the scenarios upload through.
 LOCAL = ("database_url", "redis_url", "storage_backend", "s3_bucket", "s3_endpoint_url")
-LOCAL += ("staging_dir", "storage_dir", "secret_key", "ratelimit_enabled")
+LOCAL += ("staging_dir", "storage_dir", "secret_key", "ratelimit_enabled", "v1_access")
 
 
 def upload(client, data: bytes, name: str = "a.txt"):
