@@ -86,7 +86,9 @@ def file_object_v2(file: Row, url_of: UrlOf | None = None) -> dict[str, Any]:
     body["owner"] = file.owner
     body["tags"] = []
     body["category"] = None
-    body["uploaded_at"] = iso_z(file.uploaded_at)
+    body["uploaded_at"] = (
+        body["last_modified"] if file.stored_at is None else iso_z(file.uploaded_at)
+    )
     return body
 
 

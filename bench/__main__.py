@@ -48,7 +48,11 @@ from tests.conftest import (
 from tests.services import RedisServer
 
 KIB, MIB = 1024, 1024 * 1024
-RELAXED = {"RATELIMIT_DEFAULT": "1000000/second", "RATELIMIT_UPLOAD": "1000000/second"}
+RELAXED = {
+    "RATELIMIT_DEFAULT": "1000000/second",
+    "RATELIMIT_UPLOAD": "1000000/second",
+    "RATELIMIT_LOGIN": "1000000/second",
+}
 PROD = {"GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "8"}
 
 
@@ -163,7 +167,9 @@ class Bench:
         """An empty pipeline: no rows, no queued tasks (a scenario without workers leaves its
         uploads queued), no staged files."""
         with psycopg.connect(self.database_url.replace("+psycopg", ""), autocommit=True) as conn:
-            conn.execute("TRUNCATE outbox, files, users RESTART IDENTITY CASCADE")
+            conn.execute(
+                "TRUNCATE outbox, files, api_keys, auth_sessions, users RESTART IDENTITY CASCADE"
+            )
         redis.Redis.from_url(self.redis.url).flushdb()
         shutil.rmtree(self.settings.staging_dir, ignore_errors=True)
         # Freeing the removed files' blocks (a journal commit, with discards where the disk is
@@ -373,29 +379,30 @@ def p4_listing(bench: Bench) -> list[Target]:
     return targets
 
 
-def _insert_stored_rows(bench: Bench, start: int, count: int) -> None:
+def _insert_stored_rows(bench: Bench, start: int, count: int, owner_id: int | None = None):
     with psycopg.connect(bench.database_url.replace("+psycopg", "")) as conn:
         conn.execute(
             """
             INSERT INTO files (name, original_name, extension, size, content_type, status,
                                sha256, md5, etag, metadata, attempts, uploaded_at, stored_at,
-                               updated_at)
+                               updated_at, owner_id)
             SELECT '20250101_000000_' || lpad(to_hex(g), 16, '0') || '.pdf', 'doc.pdf', 'pdf',
                    1024, 'application/pdf', 'stored', repeat('a', 64), repeat('b', 32),
-                   repeat('b', 32), '{}'::json, 1, now(), now(), now()
+                   repeat('b', 32), '{}'::json, 1, now() - g * interval '1 second', now(),
+                   now(), %s
             FROM generate_series(%s::int, %s::int) AS g
             """,
-            (start, start + count - 1),
+            (owner_id, start, start + count - 1),
         )
         # Statistics for the new rows now, not from autovacuum in the middle of a measurement.
         conn.execute("ANALYZE files")
 
 
-async def _get_many(url: str, total: int, unmeasured: int = 0):
+async def _get_many(url: str, total: int, unmeasured: int = 0, headers=None):
     """``total`` sequential GETs on one connection, after ``unmeasured`` ones on the
     same connection (so on the same server process: a new connection may reach another)."""
     latencies = []
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=headers) as session:
         for _ in range(unmeasured):
             async with session.get(url) as reply:
                 await reply.read()
@@ -485,6 +492,68 @@ def p6_end_to_end(bench: Bench) -> Target:
     )
 
 
+def a1_auth_cost(bench: Bench) -> list[Target]:
+    """What authentication adds on the hot path: uploads (64 KiB, 8 clients) and a page of 100
+    files, each with a JWT and with an API key, beside the same work on open v1: through v2
+    (whose file objects carry four more fields, and whose page is a keyset page), and through
+    v1's own handlers with V1_ACCESS=token (authentication and the owner filter alone). Figures
+    are time per request (uploads: wall time / uploads), medians of rounds in rotating order."""
+    import requests
+
+    api = bench.api("a1-api")
+    # The same API with v1 closed: v1's own handlers with a token measure authentication alone.
+    closed = bench.api("a1-closed", replace(bench.settings, v1_access="token"))
+    body = multipart.file_body("small.pdf", b"%PDF-1.4\n" + os.urandom(64 * KIB - 9))
+    total = 24 if bench.quick else 240
+    gets = 30 if bench.quick else 300
+    try:
+        bench.reset()
+        account = {"username": "bench", "email": "bench@example.com", "password": "bench pass"}
+        user_id = requests.post(f"{api.url}/api/v2/users", json=account).json()["id"]
+        login = {"username": "bench", "password": "bench pass"}
+        token = requests.post(f"{api.url}/api/v2/auth/token", json=login).json()["access_token"]
+        jwt = {"Authorization": f"Bearer {token}"}
+        key = requests.post(f"{api.url}/api/v2/keys", headers=jwt, json={"name": "b"}).json()
+        as_key = {"Authorization": f"Bearer {key['key']}"}
+        _insert_stored_rows(bench, 0, 1000)  # ownerless: what open v1 lists
+        _insert_stored_rows(bench, 1000, 1000, owner_id=user_id)  # the bench user's
+        variants = {
+            "v1 open": (api.url, "/files/upload", "/files?limit=100", {}),
+            "v2 JWT": (api.url, "/api/v2/files", "/api/v2/files?limit=100", jwt),
+            "v2 key": (api.url, "/api/v2/files", "/api/v2/files?limit=100", as_key),
+            "v1 JWT": (closed.url, "/files/upload", "/files?limit=100", jwt),
+            "v1 key": (closed.url, "/files/upload", "/files?limit=100", as_key),
+        }
+        uploads: dict[str, list[float]] = {name: [] for name in variants}
+        pages: dict[str, list[float]] = {name: [] for name in variants}
+        for url, upload, _page, headers in variants.values():  # warm every path first
+            post_many(url + upload, body, 16, 8, headers)
+        names = list(variants)
+        for round_ in range(bench.rounds()):
+            # Each variant in every position across rounds: no order favours one.
+            shift = round_ % len(names)
+            for name in names[shift:] + names[:shift]:
+                url, upload, page, headers = variants[name]
+                _, elapsed = post_many(url + upload, body, total, 8, headers)
+                uploads[name].append(elapsed / total * 1000)
+                latencies, _ = asyncio.run(_get_many(url + page, gets, 20, headers))
+                pages[name].append(statistics.median(latencies) * 1000)
+    finally:
+        api.stop()
+        closed.stop()
+    targets = []
+    for label, figures in (("upload 64 KiB, 8 clients", uploads), ("page of 100 p50", pages)):
+        base = statistics.median(figures["v1 open"])
+        for name in ("v2 JWT", "v2 key", "v1 JWT", "v1 key"):
+            figure = statistics.median(figures[name])
+            ratio = figure / base
+            scenario = f"{label}, {name} vs v1 open"
+            targets.append(
+                Target("A1", scenario, figure, base, "ms/req", ratio, "<= 1.1", ratio <= 1.1)
+            )
+    return targets
+
+
 def machine() -> str:
     memory = psutil.virtual_memory().total / 2**30
     return f"{os.cpu_count()} cores, {memory:.0f} GiB, Python {sys.version.split()[0]}"
@@ -504,6 +573,7 @@ def main() -> None:
         ("P4", p4_listing),
         ("P5", p5_memory),
         ("P6", p6_end_to_end),
+        ("A1", a1_auth_cost),
     ]
     print(f"# {machine()}{' (quick: figures not meaningful)' if args.quick else ''}", flush=True)
     failed = False

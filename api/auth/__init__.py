@@ -140,6 +140,7 @@ def init_auth(app: Flask, settings: Settings) -> None:
     from flask_jwt_extended import JWTManager
 
     from api.auth.cache import AuthCache
+    from api.auth.sessions import VerifiedTokens
 
     app.config.update(
         JWT_SECRET_KEY=settings.resolved_jwt_secret_key(),
@@ -151,4 +152,5 @@ def init_auth(app: Flask, settings: Settings) -> None:
     )
     JWTManager(app)
     app.extensions["auth_cache"] = AuthCache(settings.redis_url)
+    app.extensions["verified_tokens"] = VerifiedTokens()
     app.extensions["api_key_touches"] = {}  # key id -> when last_used_at was last written

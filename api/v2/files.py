@@ -15,6 +15,7 @@ from api import cursors
 from api.auth import FILES_READ, FILES_WRITE, Caller, forbidden, guarded, visible_files
 from api.auth import caller as current_caller
 from api.fileops import (
+    LISTED,
     LISTED_WITH_OWNER,
     accept_upload,
     download_reply,
@@ -76,13 +77,15 @@ def list_files():
     """The caller's live files, a page at a time (keyset cursors), newest first by default."""
     args: FileListQuery = request.context.query
     who = current_caller()
-    owner_clause, owner_key = _owner(who, args.owner)
+    owner_clause, owner_key, owner_name = _owner(who, args.owner)
     descending = args.sort.startswith("-")
     column = SORT_COLUMNS[args.sort.lstrip("-")]
     binding = {"owner": owner_key, "sort": args.sort}
-    query = with_owner(select(*LISTED_WITH_OWNER)).where(
-        owner_clause, File.status != FileStatus.DELETED
-    )
+    if owner_key == "*":
+        query = with_owner(select(*LISTED_WITH_OWNER))
+    else:  # one owner, whose name is known: no join
+        query = select(*LISTED, literal(owner_name).label("owner"))
+    query = query.where(owner_clause, File.status != FileStatus.DELETED)
     if args.cursor is not None:
         key, file_id = cursors.decode(args.cursor, binding, 2)
         query = query.where(_after(column, _key_value(column, key), file_id, descending))
@@ -110,17 +113,21 @@ def list_files():
     return jsonify(body), 200, headers
 
 
-def _owner(who: Caller, owner: str | None) -> tuple[ColumnElement[bool], Any]:
-    """Whose files a listing shows: the caller's; an admin may name anyone ('*': everyone)."""
+def _owner(who: Caller, owner: str | None) -> tuple[ColumnElement[bool], Any, str | None]:
+    """Whose files a listing shows (a condition, a key for the cursor, the username): the
+    caller's; an admin may name anyone ('*': everyone)."""
     if owner is None or owner == who.username:
-        return File.owner_id == who.user_id, who.user_id
+        return File.owner_id == who.user_id, who.user_id, who.username
     if not who.is_admin:
         raise forbidden()
     if owner == "*":
-        return visible_files(who), "*"
+        return visible_files(who), "*", None
     with pipeline().db.reading() as session:
-        user_id = session.scalar(select(User.id).where(User.username_key == identity_key(owner)))
-    return File.owner_id == user_id, user_id
+        found = session.execute(
+            select(User.id, User.username).where(User.username_key == identity_key(owner))
+        ).first()
+    user_id, username = found if found else (None, owner)
+    return File.owner_id == user_id, user_id, username
 
 
 def _after(column, key: Any, file_id: int, descending: bool) -> ColumnElement[bool]:
