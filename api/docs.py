@@ -63,7 +63,12 @@ def openapi_v1():
 
 @bp.get("/api/v2/openapi.json")
 def openapi_v2():
-    return jsonify(_document(spec_v2.spec, paths=lambda path: True, required=True, version="2.0.0"))
+    document = _document(spec_v2.spec, paths=lambda path: True, required=True, version="2.0.0")
+    # Logging in needs no token; registering neither, unless REGISTRATION=closed (admins only).
+    document["paths"]["/api/v2/auth/token"]["post"]["security"] = []
+    if current_app.extensions["settings"].registration == "open":
+        document["paths"]["/api/v2/users"]["post"]["security"] = []
+    return jsonify(document)
 
 
 def init_docs(app: Flask) -> None:

@@ -278,6 +278,17 @@ def test_hostile_tokens_are_refused_never_500(token_api, clean_stack):
         reply = requests.get(token_api + "/api/v2/files", headers={"Authorization": malformed})
         assert reply.status_code == 401 and reply.json()["code"] == "UNAUTHORIZED", malformed
     assert alice.get("/api/v2/files").status_code == 200
+    # NUL and other control characters (PostgreSQL refuses NUL in text): 400 or 401, never 500.
+    for reply in (
+        requests.post(
+            token_api + "/api/v2/auth/token", json={"username": "a\x00", "password": "x"}
+        ),
+        alice.post("/api/v2/keys", json={"name": "a\x00b"}),
+        alice.get("/api/v2/files", params={"owner": "a\x00"}),
+        alice.get("/api/v2/files", params={"cursor": "a\x00"}),
+        requests.get(token_api + "/api/v2/files", headers={"Authorization": "Bearer upk_\x01"}),
+    ):
+        assert reply.status_code in (400, 401), reply.text
 
 
 def test_login_is_rate_limited_per_address_and_per_username(clean_stack, tmp_path):

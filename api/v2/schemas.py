@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from api.auth import KEY_SCOPES
 from api.auth.passwords import MAX_LENGTH, MIN_LENGTH
 from api.schemas import Email, FileObject, Status, Username
 
+
+def _printable(value: str) -> str:
+    """No control characters (PostgreSQL refuses NUL in text; none belongs in a name)."""
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Printable = Annotated[str, AfterValidator(_printable)]
 Password = Annotated[
     str, StringConstraints(strict=True, min_length=MIN_LENGTH, max_length=MAX_LENGTH)
 ]
@@ -49,8 +66,8 @@ class Login(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    username: str | None = Field(None, min_length=1, max_length=254)
-    email: str | None = Field(None, min_length=1, max_length=254)
+    username: Printable | None = Field(None, min_length=1, max_length=254)
+    email: Printable | None = Field(None, min_length=1, max_length=254)
     password: str = Field(max_length=MAX_LENGTH)
 
     @model_validator(mode="after")
@@ -80,7 +97,9 @@ class TokenPair(BaseModel):
 class KeyIn(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    name: Annotated[
+        Printable, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)
+    ]
     scopes: list[Scope] = Field(default_factory=lambda: list(KEY_SCOPES), min_length=1)
 
 
@@ -121,7 +140,9 @@ class FileListQuery(BaseModel):
     cursor: str | None = Field(None, max_length=2048, description="next_cursor of a page")
     sort: Sort = Field("-uploaded_at", description="a key, '-' in front for descending")
     owner: str | None = Field(
-        None, max_length=64, description="admins: another user's files ('*': everyone's)"
+        None,
+        pattern=r"^([\w.-]{1,64}|\*)$",
+        description="admins: another user's files ('*': everyone's)",
     )
 
 
