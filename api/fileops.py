@@ -19,10 +19,12 @@ from api.auth import Caller, visible_files
 from api.errors import ApiError
 from api.multipart import stage_upload
 from api.observability import UPLOAD_BYTES, UPLOADS_ACCEPTED
+from common import labels
 from common.fileinfo import file_metadata, iso_z
 from common.models import OPEN_STATES, File, FileStatus, User
 from common.naming import is_generated_name
 from common.pipeline import Pipeline
+from common.staging import remove_staged
 
 MAX_WAIT = 30
 POLL_INTERVAL = 0.05
@@ -48,6 +50,7 @@ LISTED = (
     File.sha256,
     File.extra,
     File.error,
+    File.category,
 )
 #: LISTED with the owner's username (``owner``), for the v2 file object.
 LISTED_WITH_OWNER = (*LISTED, User.username.label("owner"))
@@ -80,16 +83,31 @@ def file_object(file: File | Row, url_of: UrlOf | None = None) -> dict[str, Any]
     return body
 
 
-def file_object_v2(file: Row, url_of: UrlOf | None = None) -> dict[str, Any]:
-    """The v2 file object: the v1 fields, ``owner``, ``tags``, ``category``, ``uploaded_at``."""
+def file_object_v2(file: Row, url_of: UrlOf | None = None, tags: list[str] | None = None):
+    """The v2 file object: the v1 fields, ``owner``, ``tags``, ``category``, ``uploaded_at``.
+    ``tags`` as ``tags_by_file`` gives them (a page's in one query); read here when None."""
+    if tags is None:
+        tags = tags_by_file([file.id])[file.id]
     body = file_object(file, url_of)
     body["owner"] = file.owner
-    body["tags"] = []
-    body["category"] = None
+    body["tags"] = tags
+    body["category"] = file.category
     body["uploaded_at"] = (
         body["last_modified"] if file.stored_at is None else iso_z(file.uploaded_at)
     )
     return body
+
+
+def tags_by_file(file_ids: list[int]) -> dict[int, list[str]]:
+    with pipeline().db.reading() as session:
+        return labels.tags_of(session, file_ids)
+
+
+def v2_objects(rows: list[Row], url_of: UrlOf | None = None) -> list[dict[str, Any]]:
+    """The v2 file objects of a page of rows: their tags read in one query."""
+    url_of = url_of or download_urls()
+    tags = tags_by_file([row.id for row in rows])
+    return [file_object_v2(row, url_of, tags[row.id]) for row in rows]
 
 
 class UrlCache:
@@ -103,10 +121,10 @@ class UrlCache:
     def __init__(self, ttl: int, size: int = 20_000) -> None:
         self.max_age = min(30.0, ttl / 10)
         self.size = size
-        self._items: dict[str, tuple[float, str]] = {}
+        self._items: dict[tuple[str, str], tuple[float, str]] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: str, sign: Callable[[str], str]) -> str:
+    def get(self, key: tuple[str, str], sign: Callable[[tuple[str, str]], str]) -> str:
         now = time.monotonic()
         hit = self._items.get(key)
         if hit is not None and now - hit[0] < self.max_age:
@@ -127,13 +145,16 @@ def download_urls(*, fresh: bool = False) -> UrlOf:
     cache: UrlCache = current_app.extensions["download_urls"]
     host_url = request.host_url
 
-    def sign(name: str) -> str:
-        return storage.presign_get(name, ttl)
+    def sign(key: tuple[str, str]) -> str:
+        name, original_name = key
+        return storage.presign_get(name, ttl, filename=original_name)
 
     def url_of(file: File | Row) -> str | None:
         if file.status != FileStatus.STORED:
             return None
-        url = sign(file.name) if fresh else cache.get(file.name, sign)
+        # Named with the file's current name: a renamed file downloads under its new one.
+        key = (file.name, file.original_name)
+        url = sign(key) if fresh else cache.get(key, sign)
         # The filesystem store signs host-relative paths, served by this API.
         return urljoin(host_url, url) if url.startswith("/") else url
 
@@ -174,8 +195,13 @@ def refresh(file: Row) -> Row:
         return session.execute(query).one()
 
 
-def accept_upload(owner: Caller | None) -> Row:
-    """Stage the request's multipart body and record it for ``owner`` (None: ownerless)."""
+#: The form parts of a v2 upload besides ``file``.
+LABEL_FIELDS = ("tags", "category")
+
+
+def accept_upload(owner: Caller | None, *, labelled: bool = False) -> Row:
+    """Stage the request's multipart body and record it for ``owner`` (None: ownerless); with
+    ``labelled``, with the form's ``tags`` and ``category`` (a bad one: 400, nothing kept)."""
     settings = current_app.extensions["settings"]
     staged = stage_upload(
         request.stream,
@@ -185,18 +211,39 @@ def accept_upload(owner: Caller | None) -> Row:
         max_bytes=settings.max_upload_bytes,
         allowed_extensions=settings.allowed_extensions,
         now=datetime.now(UTC),
+        fields=LABEL_FIELDS if labelled else (),
     )
-    file = pipeline().accept(staged, owner_id=owner.user_id if owner else None)
+    try:
+        tags = labels.normalise_all(labels.split(staged.form.get("tags", [])))
+        categories = [c for c in staged.form.get("category", []) if c.strip()]
+        if len(categories) > 1:
+            raise labels.InvalidLabel(",".join(categories), "a file has one category")
+        category = labels.normalise(categories[0]) if categories else None
+    except labels.InvalidLabel as exc:
+        remove_staged(staged.path)
+        raise invalid_label(exc) from None
+    file = pipeline().accept(
+        staged, owner_id=owner.user_id if owner else None, category=category, tags=tags
+    )
     UPLOADS_ACCEPTED.inc()
     UPLOAD_BYTES.inc(file.size)
-    return _AcceptedRow(file, owner.username if owner else None)
+    return _AcceptedRow(file, owner.username if owner else None, tags)
+
+
+def invalid_label(exc: labels.InvalidLabel) -> ApiError:
+    return ApiError(
+        400,
+        "INVALID_TAG",
+        "Недопустимый тег или категория",
+        details={"label": exc.label, "reason": exc.reason},
+    )
 
 
 class _AcceptedRow:
     """A just-accepted file, shaped like a row of LISTED_WITH_OWNER (no second read)."""
 
-    def __init__(self, file: File, owner: str | None) -> None:
-        self._file, self.owner = file, owner
+    def __init__(self, file: File, owner: str | None, tags: list[str]) -> None:
+        self._file, self.owner, self.tags = file, owner, tags
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._file, name)

@@ -109,8 +109,10 @@ def stage_upload(
     max_bytes: int,
     allowed_extensions: tuple[str, ...],
     now: datetime,
+    fields: tuple[str, ...] = (),
 ) -> StagedUpload:
-    """Read a multipart body from ``stream`` and stage its ``file`` part; raise ``UploadError``."""
+    """Read a multipart body from ``stream`` and stage its ``file`` part; raise ``UploadError``.
+    The text parts named in ``fields`` are kept (``StagedUpload.form``), others dropped."""
     mimetype, options = parse_options_header(content_type or "")
     if mimetype != "multipart/form-data":
         raise NotMultipart("expected multipart/form-data")
@@ -122,7 +124,7 @@ def stage_upload(
         raise FileTooLarge("declared body length over the limit")
 
     Path(staging_dir).mkdir(parents=True, exist_ok=True)
-    parser = _UploadParser(staging_dir, max_bytes, allowed_extensions, now)
+    parser = _UploadParser(staging_dir, max_bytes, allowed_extensions, now, fields)
     # The cap bounds what the decoder buffers (part headers): one chunk plus the framing.
     decoder = MultipartDecoder(
         boundary.encode("latin-1"), max_form_memory_size=CHUNK + FRAMING_ALLOWANCE
@@ -183,10 +185,15 @@ def _drain(decoder: MultipartDecoder, parser: _UploadParser) -> None:
         parser.handle(event)
 
 
-class _UploadParser:
-    """Turns decoder events into one staged file; other fields are read and dropped."""
+#: The most text all kept fields together may hold.
+MAX_FIELDS_BYTES = 8 * 1024
 
-    def __init__(self, staging_dir, max_bytes, allowed_extensions, now) -> None:
+
+class _UploadParser:
+    """Turns decoder events into one staged file and the wanted text fields; other parts are
+    read and dropped."""
+
+    def __init__(self, staging_dir, max_bytes, allowed_extensions, now, fields=()) -> None:
         self.staging_dir = Path(staging_dir)
         self.max_bytes = max_bytes
         self.allowed = allowed_extensions
@@ -196,19 +203,41 @@ class _UploadParser:
         self.done = False
         self.name = self.original_name = self.extension = ""
         self.seen_file = False
+        self.wanted = set(fields)
+        self.form: dict[str, list[str]] = {}
+        self.field: bytearray | None = None  # the wanted text part being read
+        self.field_name = ""
+        self.field_bytes = 0
 
     def handle(self, event) -> None:
         if isinstance(event, File) and event.name == FILE_FIELD:
             self._start_file(event.filename)
+        elif isinstance(event, Field) and event.name in self.wanted:
+            self.writing, self.field, self.field_name = False, bytearray(), event.name
         elif isinstance(event, (File, Field)):
-            self.writing = False
+            self.writing, self.field = False, None
         elif isinstance(event, Data):
             if self.writing:
                 self.sink.write(event.data)
                 if not event.more_data:
                     self.writing = False
+            elif self.field is not None:
+                self._field_data(event)
         elif isinstance(event, Epilogue):
             self.done = True
+
+    def _field_data(self, event: Data) -> None:
+        self.field_bytes += len(event.data)
+        if self.field_bytes > MAX_FIELDS_BYTES:
+            raise MalformedUpload(f"form fields over {MAX_FIELDS_BYTES} bytes")
+        self.field += event.data
+        if not event.more_data:
+            try:
+                value = self.field.decode("utf-8")
+            except UnicodeDecodeError:
+                raise MalformedUpload(f"the {self.field_name!r} part is not UTF-8") from None
+            self.form.setdefault(self.field_name, []).append(value)
+            self.field = None
 
     def _start_file(self, raw_filename: str | None) -> None:
         if self.seen_file:
@@ -236,6 +265,7 @@ class _UploadParser:
             size=self.sink.size,
             sha256=self.sink.sha256.hexdigest(),
             uploaded_at=self.now,
+            form=self.form,
         )
 
     def discard(self) -> None:

@@ -167,11 +167,41 @@ class AuthSession(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+def search_key(text: str) -> str:
+    """How names are compared in a search: Unicode NFKC with case folding, in every script
+    (``ОТЧЁТ`` and ``отчёт`` are one word), as usernames are."""
+    return identity_key(text)
+
+
+class Tag(Base):
+    """A label, normalised (``common.labels``); shared by every owner, counted per owner."""
+
+    __tablename__ = "tags"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class FileTag(Base):
+    __tablename__ = "file_tags"
+    __table_args__ = (Index("ix_file_tags_tag_file", "tag_id", "file_id"),)
+
+    file_id: Mapped[int] = mapped_column(
+        ForeignKey("files.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True)
+
+
 class File(Base):
     __tablename__ = "files"
     __table_args__ = (
-        # A caller's listing in its default order (newest first), by keyset.
+        # A caller's listing in each order, by keyset (the id breaks ties).
         Index("ix_files_owner_uploaded", "owner_id", "uploaded_at", "id"),
+        Index("ix_files_owner_name", "owner_id", "name"),
+        Index("ix_files_owner_original_name", "owner_id", "original_name", "id"),
+        Index("ix_files_owner_size", "owner_id", "size", "id"),
+        Index("ix_files_owner_category", "owner_id", "category"),
+        # PostgreSQL: a trigram index serves `search_name LIKE '%...%'` (migration 0005).
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -179,6 +209,9 @@ class File(Base):
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     name: Mapped[str] = mapped_column(String(64), unique=True)
     original_name: Mapped[str] = mapped_column(String(255))
+    #: ``original_name`` as searches compare it (``search_key``), kept with it.
+    search_name: Mapped[str | None] = mapped_column(String(1024))
+    category: Mapped[str | None] = mapped_column(String(64))
     extension: Mapped[str] = mapped_column(String(16))
     size: Mapped[int] = mapped_column(BigInteger)
     content_type: Mapped[str] = mapped_column(String(128))
@@ -202,6 +235,11 @@ class File(Base):
     #: the worker renews the lease while it works; the reconciler takes back a lapsed one.
     claim: Mapped[str | None] = mapped_column(String(128))
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    @validates("original_name")
+    def _key_original_name(self, _key: str, value: str) -> str:
+        self.search_name = search_key(value)
+        return value
 
 
 class OutboxEntry(Base):

@@ -12,7 +12,7 @@ import threading
 from collections import Counter
 from datetime import timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from common.models import OutboxEntry, OutboxKind, db_now
@@ -25,6 +25,14 @@ UNSENT_GRACE = timedelta(seconds=5)
 
 def add(session: Session, file_id: int, kind: OutboxKind) -> None:
     session.add(OutboxEntry(file_id=file_id, kind=kind))
+
+
+def add_many(session: Session, file_ids: list[int], kind: OutboxKind) -> None:
+    """Entries for many files in one statement (bulk operations)."""
+    if file_ids:
+        session.execute(
+            insert(OutboxEntry), [{"file_id": file_id, "kind": kind} for file_id in file_ids]
+        )
 
 
 def mark_published(session: Session, file_ids: list[int], kind: OutboxKind, times: int = 1) -> None:

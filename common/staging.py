@@ -6,7 +6,7 @@ read, verify and push them, then remove them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -20,6 +20,8 @@ class StagedUpload:
     size: int
     sha256: str
     uploaded_at: datetime
+    #: The form's small text parts the route asked for (name -> values, in order).
+    form: dict[str, list[str]] = field(default_factory=dict)
 
 
 def staged_path(staging_dir: str | Path, name: str) -> Path:

@@ -51,6 +51,11 @@ class Account:
             self.url + path, headers=self.auth | kwargs.pop("headers", {}), **kwargs
         )
 
+    def patch(self, path: str, **kwargs) -> requests.Response:
+        return requests.patch(
+            self.url + path, headers=self.auth | kwargs.pop("headers", {}), **kwargs
+        )
+
     def delete(self, path: str, **kwargs) -> requests.Response:
         return requests.delete(
             self.url + path, headers=self.auth | kwargs.pop("headers", {}), **kwargs

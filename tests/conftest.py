@@ -227,9 +227,15 @@ def clean_stack(stack: Stack) -> Stack:
             # Lock in the order the pipeline does (files, then outbox), waiting for the worker's
             # transactions instead of deadlocking with them, then empty the tables.
             conn.execute(text("LOCK TABLE files, outbox, users IN ACCESS EXCLUSIVE MODE"))
-            conn.execute(text("TRUNCATE outbox, files, api_keys, auth_sessions, users CASCADE"))
+            conn.execute(
+                text(
+                    "TRUNCATE outbox, file_tags, tags, files, api_keys, auth_sessions, users"
+                    " CASCADE"
+                )
+            )
         else:
-            for table in ("outbox", "files", "api_keys", "auth_sessions", "users"):
+            tables = ("outbox", "file_tags", "tags", "files", "api_keys", "auth_sessions", "users")
+            for table in tables:
                 conn.execute(text(f"DELETE FROM {table}"))
     return stack
 

@@ -317,3 +317,37 @@ def test_a_dotted_bucket_on_aws_is_addressed_path_style():
         "get_object", Params={"Bucket": "my.dotted.bucket", "Key": "k"}, ExpiresIn=60
     )
     assert theirs.startswith("https://s3.eu-west-1.amazonaws.com/my.dotted.bucket/k?")
+
+
+def test_a_presigned_url_can_name_the_file_anew(store, tmp_path):
+    """A renamed file downloads under its new name: the URL carries it, signed."""
+    storage, fetch = store
+    key, _ = put(storage, tmp_path, data=b"%PDF-1.4 hello")
+    status, headers, body = fetch(storage.presign_get(key, 60, filename="Новое имя.pdf"))
+    assert status == 200 and body == b"%PDF-1.4 hello"
+    assert headers["Content-Disposition"] == content_disposition("Новое имя.pdf")
+
+
+def test_a_renaming_url_is_signed_as_botocore_signs_it():
+    import boto3
+    from botocore.config import Config
+
+    storage = S3Storage("bucket", endpoint_url="http://localhost:9000")
+    client = boto3.client(
+        "s3",
+        endpoint_url="http://localhost:9000",
+        region_name="us-east-1",
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+    key, name = "20250906_123456_0123456789abcdef.pdf", "Отчёт «итог».pdf"
+    params = {
+        "Bucket": "bucket",
+        "Key": key,
+        "ResponseContentDisposition": content_disposition(name),
+    }
+    for _ in range(3):  # the two signatures must be made within the same second
+        ours = storage.presign_get(key, 300, filename=name)
+        theirs = client.generate_presigned_url("get_object", Params=params, ExpiresIn=300)
+        if ours == theirs:
+            break
+    assert ours == theirs

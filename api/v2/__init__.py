@@ -1,6 +1,7 @@
 """Version 2 of the API at ``/api/v2`` (docs/API.md, "Version 2"): accounts, tokens and API
 keys, and file routes that always act for an authenticated caller."""
 
-from api.v2 import auth, files, keys, users
+from api.v2 import auth, bulk, files, keys, users
 
-BLUEPRINTS = (auth.bp, users.bp, keys.bp, files.bp)
+# bulk before files: /files/bulk is not a file's name.
+BLUEPRINTS = (auth.bp, users.bp, keys.bp, bulk.bp, files.bp)

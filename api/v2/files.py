@@ -4,16 +4,19 @@ user's file is answered exactly as a missing one."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin
 
 from flask import Blueprint, jsonify, redirect, request, url_for
-from sqlalchemy import ColumnElement, literal, select, tuple_
+from sqlalchemy import ColumnElement, false, func, literal, select, tuple_, update
 
 from api import cursors
 from api.auth import FILES_READ, FILES_WRITE, Caller, forbidden, guarded, visible_files
 from api.auth import caller as current_caller
+from api.bodies import json_object_body
+from api.errors import ApiError
 from api.fileops import (
     LISTED,
     LISTED_WITH_OWNER,
@@ -21,19 +24,40 @@ from api.fileops import (
     download_reply,
     download_urls,
     file_object_v2,
+    invalid_label,
     load,
     not_found,
     not_ready,
     pipeline,
     prefer_wait,
+    refresh,
     rejected,
+    v2_objects,
     wait_for_final_state,
     with_owner,
 )
 from api.schemas import DownloadReply, UploadForm, replies, spec_v2
-from api.v2.schemas import DownloadQuery, FileListQuery, FilePage, FileV2
-from common.models import OPEN_STATES, File, FileStatus, User, UTCDateTime, identity_key
-from common.naming import is_generated_name
+from api.v2.schemas import (
+    DownloadQuery,
+    FileListQuery,
+    FilePage,
+    FilePatch,
+    FileV2,
+    LabelCounts,
+)
+from common import labels
+from common.models import (
+    OPEN_STATES,
+    File,
+    FileStatus,
+    FileTag,
+    Tag,
+    User,
+    UTCDateTime,
+    identity_key,
+    search_key,
+)
+from common.naming import clean_original_name, extension_of, is_generated_name
 
 bp = Blueprint("v2_files", __name__, url_prefix="/api/v2")
 
@@ -57,7 +81,8 @@ SORT_COLUMNS = {
 def upload():
     """Upload one file (multipart part 'file'); 'Prefer: wait=N' waits for the result."""
     wait = prefer_wait(request.headers.get("Prefer", ""))
-    file = accept_upload(current_caller())
+    file = accept_upload(current_caller(), labelled=True)
+    tags = file.tags
     headers = {"Location": url_for("v2_files.info", name=file.name, _external=True)}
     if wait is not None:
         file = wait_for_final_state(file, wait)
@@ -65,7 +90,7 @@ def upload():
             headers["Preference-Applied"] = f"wait={wait}"
         if file.status == FileStatus.REJECTED:
             raise rejected(file, headers)
-    return jsonify(file_object_v2(file)), 201, headers
+    return jsonify(file_object_v2(file, tags=tags)), 201, headers
 
 
 @bp.get("/files")
@@ -80,12 +105,14 @@ def list_files():
     owner_clause, owner_key, owner_name = _owner(who, args.owner)
     descending = args.sort.startswith("-")
     column = SORT_COLUMNS[args.sort.lstrip("-")]
-    binding = {"owner": owner_key, "sort": args.sort}
+    conditions, filters = _filters(args)
+    # A cursor is good for this listing only: same caller, owner, filters and sort.
+    binding = {"caller": who.user_id, "owner": owner_key, "sort": args.sort, **filters}
     if owner_key == "*":
         query = with_owner(select(*LISTED_WITH_OWNER))
     else:  # one owner, whose name is known: no join
         query = select(*LISTED, literal(owner_name).label("owner"))
-    query = query.where(owner_clause, File.status != FileStatus.DELETED)
+    query = query.where(owner_clause, *conditions)
     if args.cursor is not None:
         key, file_id = cursors.decode(args.cursor, binding, 2)
         query = query.where(_after(column, _key_value(column, key), file_id, descending))
@@ -94,9 +121,8 @@ def list_files():
         rows = session.execute(query.order_by(*order).limit(args.limit + 1)).all()
     has_more = len(rows) > args.limit
     rows = rows[: args.limit]
-    url_of = download_urls()
     body: dict[str, Any] = {
-        "items": [file_object_v2(row, url_of) for row in rows],
+        "items": v2_objects(rows),
         "next_cursor": None,
         "has_more": has_more,
     }
@@ -111,6 +137,60 @@ def list_files():
             f'<{url_for("v2_files.list_files", _external=True, **params)}>; rel="next"'
         )
     return jsonify(body), 200, headers
+
+
+_NAME_PREFIX = re.compile(r"[0-9a-z_.]{0,64}")
+
+
+def _filters(args: FileListQuery) -> tuple[list[ColumnElement[bool]], dict[str, Any]]:
+    """The listing's conditions, and its filters in normal form (what a cursor is bound to)."""
+    try:
+        tags = sorted({labels.normalise(tag) for tag in args.tag})
+        category = labels.normalise(args.category) if args.category is not None else None
+    except labels.InvalidLabel as exc:
+        raise invalid_label(exc) from None
+    statuses = sorted(set(args.status)) or [s.value for s in FileStatus if s != FileStatus.DELETED]
+    conditions: list[ColumnElement[bool]] = [File.status.in_(statuses)]
+    filters: dict[str, Any] = {"status": statuses, "tag": tags, "category": category}
+    if args.q is not None:
+        needle = search_key(args.q)
+        escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        conditions.append(File.search_name.like(f"%{escaped}%", escape="\\"))
+        filters["q"] = needle
+    if args.prefix is not None:
+        # Names are [0-9a-z_.] only: any other prefix matches nothing (and never reaches SQL).
+        if not _NAME_PREFIX.fullmatch(args.prefix):
+            conditions.append(false())
+        elif args.prefix:
+            escaped = args.prefix.replace("_", "\\_")
+            conditions.append(File.name.like(escaped + "%", escape="\\"))
+        filters["prefix"] = args.prefix
+    for tag in tags:
+        tagged = select(FileTag.file_id).join(Tag, Tag.id == FileTag.tag_id).where(Tag.name == tag)
+        conditions.append(File.id.in_(tagged))
+    if category is not None:
+        conditions.append(File.category == category)
+    if args.content_type is not None:
+        kind = args.content_type.lower()
+        if kind.endswith("/*"):
+            family = kind[:-1].replace("_", "\\_")
+            conditions.append(File.content_type.like(family + "%", escape="\\"))
+        else:
+            conditions.append(File.content_type == kind)
+        filters["content_type"] = kind
+    if args.min_size is not None:
+        conditions.append(File.size >= args.min_size)
+        filters["min_size"] = args.min_size
+    if args.max_size is not None:
+        conditions.append(File.size <= args.max_size)
+        filters["max_size"] = args.max_size
+    if args.uploaded_after is not None:
+        conditions.append(File.uploaded_at > args.uploaded_after)
+        filters["uploaded_after"] = args.uploaded_after.isoformat()
+    if args.uploaded_before is not None:
+        conditions.append(File.uploaded_at < args.uploaded_before)
+        filters["uploaded_before"] = args.uploaded_before.isoformat()
+    return conditions, filters
 
 
 def _owner(who: Caller, owner: str | None) -> tuple[ColumnElement[bool], Any, str | None]:
@@ -187,3 +267,106 @@ def delete(name: str):
     if not is_generated_name(name) or not pipeline().delete(name, visible):
         raise not_found()
     return "", 204
+
+
+@bp.patch("/files/<path:name>")
+@guarded(FILES_WRITE)
+@json_object_body
+@spec_v2.validate(
+    json=FilePatch, resp=replies({"HTTP_200": FileV2}, 400, 401, 403, 404, 413, 415), tags=["files"]
+)
+def patch(name: str):
+    """Change a file's display name, category and tags (JSON Merge Patch)."""
+    body: FilePatch = request.context.json
+    given = request.get_json()
+    file = load(name, current_caller())
+    values: dict[str, Any] = {}
+    try:
+        if "category" in given:
+            values["category"] = labels.normalise(body.category) if body.category else None
+        replace = labels.normalise_all(body.tags) if body.tags is not None else None
+        add = labels.normalise_all(body.add_tags or [])
+        remove = {labels.normalise(tag) for tag in body.remove_tags or []}
+    except labels.InvalidLabel as exc:
+        raise invalid_label(exc) from None
+    if body.original_name is not None:
+        values["original_name"] = _renamed(file.original_name, body.original_name)
+    with pipeline().db.session() as session:
+        current = labels.tags_of(session, [file.id])[file.id]
+        wanted = sorted((set(current if replace is None else replace) | set(add)) - remove)
+        if len(wanted) > labels.MAX_TAGS:
+            raise invalid_label(
+                labels.InvalidLabel(",".join(wanted), f"a file has at most {labels.MAX_TAGS} tags")
+            )
+        changed = session.execute(
+            update(File)
+            .where(File.id == file.id, File.status != FileStatus.DELETED)
+            .values(updated_at=datetime.now(UTC), **values)
+        ).rowcount
+        if not changed:  # deleted meanwhile
+            raise not_found()
+        if "original_name" in values:
+            session.execute(
+                update(File)
+                .where(File.id == file.id)
+                .values(search_name=search_key(values["original_name"]))
+            )
+        if set(wanted) != set(current):
+            labels.unlink(session, [file.id], sorted(set(current) - set(wanted)))
+            ids = labels.tag_ids(session, sorted(set(wanted) - set(current)))
+            labels.link(session, [(file.id, tag_id) for tag_id in ids.values()])
+    return jsonify(file_object_v2(refresh(file), tags=wanted))
+
+
+def _renamed(current: str, given: str) -> str:
+    """A new display name, cleaned as an upload's is; its extension must stay, so a file can
+    never be offered for download as another type than it was verified to be."""
+    cleaned = clean_original_name(given)
+    if extension_of(cleaned) != extension_of(current):
+        raise ApiError(
+            400,
+            "VALIDATION_ERROR",
+            "Неверные данные",
+            details={"original_name": f"the extension must stay .{extension_of(current)}"},
+        )
+    return cleaned
+
+
+@bp.get("/tags")
+@guarded(FILES_READ)
+@spec_v2.validate(resp=replies({"HTTP_200": LabelCounts}, 401, 403), tags=["files"])
+def list_tags():
+    """The caller's tags, each with how many of their live files carry it."""
+    who = current_caller()
+    query = (
+        select(Tag.name, func.count())
+        .join(FileTag, FileTag.tag_id == Tag.id)
+        .join(File, File.id == FileTag.file_id)
+        .where(File.owner_id == who.user_id, File.status != FileStatus.DELETED)
+        .group_by(Tag.name)
+        .order_by(Tag.name)
+    )
+    with pipeline().db.reading() as session:
+        rows = session.execute(query).all()
+    return jsonify({"items": [{"name": name, "count": count} for name, count in rows]})
+
+
+@bp.get("/categories")
+@guarded(FILES_READ)
+@spec_v2.validate(resp=replies({"HTTP_200": LabelCounts}, 401, 403), tags=["files"])
+def list_categories():
+    """The caller's categories, each with how many of their live files are in it."""
+    who = current_caller()
+    query = (
+        select(File.category, func.count())
+        .where(
+            File.owner_id == who.user_id,
+            File.status != FileStatus.DELETED,
+            File.category.is_not(None),
+        )
+        .group_by(File.category)
+        .order_by(File.category)
+    )
+    with pipeline().db.reading() as session:
+        rows = session.execute(query).all()
+    return jsonify({"items": [{"name": name, "count": count} for name, count in rows]})

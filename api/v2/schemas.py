@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -17,6 +18,8 @@ from pydantic import (
 from api.auth import KEY_SCOPES
 from api.auth.passwords import MAX_LENGTH, MIN_LENGTH
 from api.schemas import Email, FileObject, Status, Username
+from common.labels import MAX_TAGS
+from common.models import FileStatus
 
 
 def _printable(value: str) -> str:
@@ -31,6 +34,8 @@ Password = Annotated[
     str, StringConstraints(strict=True, min_length=MIN_LENGTH, max_length=MAX_LENGTH)
 ]
 Scope = Literal[KEY_SCOPES]
+#: Every status, ``deleted`` too: a v2 listing may ask for deleted files by name.
+AnyStatus = Literal[tuple(s.value for s in FileStatus)]
 SORTS = ("uploaded_at", "name", "original_name", "size")
 Sort = Literal[tuple(s for key in SORTS for s in (key, f"-{key}"))]
 
@@ -121,6 +126,7 @@ class KeyList(BaseModel):
 
 
 class FileV2(FileObject):
+    status: AnyStatus
     owner: str | None
     tags: list[str]
     category: str | None
@@ -133,17 +139,103 @@ class FilePage(BaseModel):
     has_more: bool
 
 
+ContentType = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[A-Za-z0-9!#$&^_.+-]+/(\*|[A-Za-z0-9!#$&^_.+-]+)$", max_length=128
+    ),
+]
+Label = Annotated[Printable, StringConstraints(min_length=1, max_length=200)]
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+#: An ISO 8601 date or date and time; without a zone it is UTC.
+Moment = Annotated[datetime, AfterValidator(_utc)]
+
+
 class FileListQuery(BaseModel):
+    """Every filter narrows the listing (all must hold); see docs/API.md for examples."""
+
     model_config = ConfigDict(extra="forbid")
 
     limit: int = Field(100, ge=1, le=1000, description="at most this many files a page")
     cursor: str | None = Field(None, max_length=2048, description="next_cursor of a page")
     sort: Sort = Field("-uploaded_at", description="a key, '-' in front for descending")
+    q: Printable | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="in the original name, any case, any script; % and _ are literal",
+    )
+    prefix: str | None = Field(None, max_length=64, description="stored name starts with this")
+    tag: list[Label] = Field(default_factory=list, description="repeatable: has every one")
+    category: Label | None = Field(None, description="in this category")
+    status: list[AnyStatus] = Field(
+        default_factory=list, description="repeatable: any of these (default: all but deleted)"
+    )
+    content_type: ContentType | None = Field(
+        None, description="exact (image/png) or a family (image/*)"
+    )
+    min_size: int | None = Field(None, ge=0, description="bytes, at least")
+    max_size: int | None = Field(None, ge=0, description="bytes, at most")
+    uploaded_after: Moment | None = Field(None, description="ISO 8601; no zone: UTC")
+    uploaded_before: Moment | None = Field(None, description="ISO 8601; no zone: UTC")
     owner: str | None = Field(
         None,
         pattern=r"^([\w.-]{1,64}|\*)$",
         description="admins: another user's files ('*': everyone's)",
     )
+
+
+class FilePatch(BaseModel):
+    """JSON Merge Patch of a file's labels and display name: absent keys change nothing,
+    ``category: null`` removes the category; ``tags`` replaces, then ``add_tags`` and
+    ``remove_tags`` apply."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    original_name: Annotated[Printable, StringConstraints(min_length=1, max_length=255)] | None = (
+        None
+    )
+    category: Label | None = None
+    tags: list[Label] | None = Field(None, max_length=MAX_TAGS)
+    add_tags: list[Label] | None = Field(None, max_length=MAX_TAGS)
+    remove_tags: list[Label] | None = Field(None, max_length=1000)
+
+
+class LabelCount(BaseModel):
+    name: str
+    count: int
+
+
+class LabelCounts(BaseModel):
+    items: list[LabelCount]
+
+
+class BulkIn(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    action: Literal["delete", "tag", "untag", "set_category"]
+    names: list[Annotated[str, StringConstraints(max_length=255)]] = Field(
+        min_length=1, max_length=1000
+    )
+    tags: list[Label] | None = Field(None, min_length=1, max_length=MAX_TAGS)
+    category: Label | None = None
+
+
+class BulkResult(BaseModel):
+    name: str
+    ok: bool
+    code: str | None = None
+
+
+class BulkReply(BaseModel):
+    results: list[BulkResult]
+    succeeded: int
+    failed: int
 
 
 class DownloadQuery(BaseModel):

@@ -5,24 +5,33 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, select, update
 
-from common import outbox
-from common.models import File, FileStatus, OutboxKind
+from common import labels, outbox
+from common.models import File, FileStatus, OutboxKind, utcnow
 from common.pipeline.base import Stage
 from common.registry import KINDS
 from common.staging import StagedUpload, remove_staged, staged_path
-from common.states import transition
+from common.states import sources, transition
 from common.storage import StorageError, StorageRefused
 
 log = logging.getLogger(__name__)
 
 
 class Intake(Stage):
-    def accept(self, staged: StagedUpload, owner_id: int | None = None) -> File:
-        """Record a staged upload with its outbox entry in one transaction, then publish."""
+    def accept(
+        self,
+        staged: StagedUpload,
+        owner_id: int | None = None,
+        *,
+        category: str | None = None,
+        tags: list[str] = (),
+    ) -> File:
+        """Record a staged upload (with its labels, normalised) and its outbox entry in one
+        transaction, then publish."""
         file = File(
             owner_id=owner_id,
+            category=category,
             name=staged.name,
             original_name=staged.original_name,
             extension=staged.extension,
@@ -37,6 +46,9 @@ class Intake(Stage):
             with self.db.session() as session:
                 session.add(file)
                 session.flush()
+                if tags:
+                    ids = labels.tag_ids(session, tags)
+                    labels.link(session, [(file.id, ids[tag]) for tag in tags])
                 outbox.add(session, file.id, OutboxKind.INGEST)
         except BaseException:
             remove_staged(staged.path)  # no row, no staged file
@@ -66,6 +78,28 @@ class Intake(Stage):
         with self.db.session() as session:
             outbox.done(session, file_id, OutboxKind.DELETE)
         return True
+
+    def delete_many(self, file_ids: list[int]) -> list[int]:
+        """Mark many files deleted in one transaction and leave their objects to the workers
+        (one task each, published after commit): a thousand deletes answer at once, and a store
+        that is down loses nothing. The ids of the files this call deleted."""
+        with self.db.session() as session:
+            deleted = list(
+                session.scalars(
+                    update(File)
+                    .where(File.id.in_(file_ids), File.status.in_(sources(FileStatus.DELETED)))
+                    .values(status=FileStatus.DELETED, updated_at=utcnow())
+                    .returning(File.id)
+                )
+            )
+            outbox.add_many(session, deleted, OutboxKind.DELETE)
+            names = dict(
+                session.execute(select(File.id, File.name).where(File.id.in_(deleted))).all()
+            )
+        for file_id in deleted:
+            remove_staged(staged_path(self.settings.staging_dir, names[file_id]))
+            self.publish(file_id, OutboxKind.DELETE)
+        return deleted
 
     def requeue_failed(self, file_id: int) -> bool:
         """Put a ``failed`` file back in the pipeline (operator command, beat)."""

@@ -84,8 +84,9 @@ class Storage(Protocol):
     def delete(self, key: str) -> None:
         """Remove an object; removing a missing one is not an error."""
 
-    def presign_get(self, key: str, ttl: int) -> str:
-        """A URL that serves the object by plain GET for ``ttl`` seconds (may be host-relative)."""
+    def presign_get(self, key: str, ttl: int, filename: str | None = None) -> str:
+        """A URL that serves the object by plain GET for ``ttl`` seconds (may be host-relative),
+        named ``filename`` in its Content-Disposition when given (the file's current name)."""
 
     def health(self) -> None:
         """Return if the store answers; ``StorageRefused`` when it answers that the bucket is

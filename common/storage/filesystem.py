@@ -99,24 +99,32 @@ class FilesystemStorage:
         path.unlink(missing_ok=True)
         path.with_name(path.name + ".json").unlink(missing_ok=True)
 
-    def presign_get(self, key: str, ttl: int) -> str:
+    def presign_get(self, key: str, ttl: int, filename: str | None = None) -> str:
+        """A URL served by the API (``/storage/...``); with ``filename``, signed with it, the
+        name its Content-Disposition gives."""
         expires = int(time.time()) + ttl
-        query = urlencode({"expires": expires, "signature": self._sign(key, expires)})
-        return f"{SERVE_PREFIX}{key}?{query}"
+        params = {"expires": expires}
+        if filename is not None:
+            params["filename"] = filename
+        params["signature"] = self._sign(key, expires, filename)
+        return f"{SERVE_PREFIX}{key}?{urlencode(params)}"
 
-    def verify(self, key: str, expires: str, signature: str) -> bool:
-        """True when ``signature`` was made by ``presign_get`` for ``key`` and has not expired."""
+    def verify(self, key: str, expires: str, signature: str, filename: str | None = None) -> bool:
+        """True when ``signature`` was made by ``presign_get`` for ``key`` (and ``filename``)
+        and has not expired."""
         try:
             deadline = int(expires)
         except ValueError:
             return False
         given = signature.encode("utf-8", "surrogateescape")  # any text a client may send
         return deadline >= time.time() and hmac.compare_digest(
-            self._sign(key, deadline).encode(), given
+            self._sign(key, deadline, filename).encode(), given
         )
 
-    def _sign(self, key: str, expires: int) -> str:
+    def _sign(self, key: str, expires: int, filename: str | None = None) -> str:
         message = f"{key}\n{expires}".encode()
+        if filename is not None:
+            message += b"\n" + filename.encode("utf-8", "surrogateescape")
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
     def prepare(self) -> None:

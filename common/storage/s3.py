@@ -34,6 +34,7 @@ from common.storage import (
     StorageIntegrityError,
     StorageRefused,
     StorageUnavailable,
+    content_disposition,
 )
 
 if TYPE_CHECKING:
@@ -236,14 +237,19 @@ class S3Storage:
         if reply.status_code >= 300 and _error(reply)[0] not in _NOT_FOUND:
             raise _failure(reply)
 
-    def presign_get(self, key: str, ttl: int) -> str:
-        """A SigV4 query-signed GET URL for the host clients use (S3_PUBLIC_ENDPOINT_URL).
+    def presign_get(self, key: str, ttl: int, filename: str | None = None) -> str:
+        """A SigV4 query-signed GET URL for the host clients use (S3_PUBLIC_ENDPOINT_URL);
+        with ``filename``, the store answers with that name in Content-Disposition
+        (``response-content-disposition``, part of the signature), whatever it was at push.
 
         Signed with botocore's own presigner (``S3SigV4QueryAuth``, what
         ``generate_presigned_url`` uses) but without the client's per-call endpoint resolution
         and event hooks, which cost ~0.3 ms a URL: a listing of 100 files signs 100 of them.
         """
-        request = AWSRequest(method="GET", url=f"{self._public_base}/{_path(key)}")
+        url = f"{self._public_base}/{_path(key)}"
+        if filename is not None:
+            url += "?response-content-disposition=" + quote(content_disposition(filename), safe="")
+        request = AWSRequest(method="GET", url=url)
         S3SigV4QueryAuth(self._credentials(), "s3", self._region, expires=ttl).add_auth(request)
         return request.url
 
