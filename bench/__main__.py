@@ -34,6 +34,7 @@ import psycopg
 import redis
 from botocore.config import Config
 
+from bench import finding
 from common.settings import Settings
 from common.storage.s3 import S3Storage
 from tests import multipart
@@ -168,7 +169,8 @@ class Bench:
         uploads queued), no staged files."""
         with psycopg.connect(self.database_url.replace("+psycopg", ""), autocommit=True) as conn:
             conn.execute(
-                "TRUNCATE outbox, files, api_keys, auth_sessions, users RESTART IDENTITY CASCADE"
+                "TRUNCATE outbox, file_tags, tags, files, api_keys, auth_sessions, users"
+                " RESTART IDENTITY CASCADE"
             )
         redis.Redis.from_url(self.redis.url).flushdb()
         shutil.rmtree(self.settings.staging_dir, ignore_errors=True)
@@ -574,6 +576,8 @@ def main() -> None:
         ("P5", p5_memory),
         ("P6", p6_end_to_end),
         ("A1", a1_auth_cost),
+        ("F1", finding.f1_listing),
+        ("F2", finding.f2_bulk_delete),
     ]
     print(f"# {machine()}{' (quick: figures not meaningful)' if args.quick else ''}", flush=True)
     failed = False

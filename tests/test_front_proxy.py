@@ -81,7 +81,11 @@ def proxy(clean_stack, tmp_path) -> Iterator[Proxy]:
         GUNICORN_THREADS="4",
     )
     port = free_port()
-    nginx = start_nginx(tmp_path, port, api.url.removeprefix("http://"))
+    try:
+        nginx = start_nginx(tmp_path, port, api.url.removeprefix("http://"))
+    except BaseException:  # no gunicorn left behind when nginx cannot start
+        api.stop()
+        raise
     yield Proxy("127.0.0.1", port, api, nginx)
     nginx.terminate()
     nginx.wait(10)
