@@ -155,3 +155,36 @@ def test_prefer_wait_running_out_answers_pending(fault_env):
     assert reply.status_code == 201 and reply.get_json()["status"] == "pending"
     assert "Preference-Applied" not in reply.headers
     assert 2 <= waited < 4
+
+
+@pytest.mark.parametrize("fault_env", ["sqlite", "postgres"], indirect=True)
+def test_a_bulk_delete_while_the_store_is_down_loses_nothing(fault_env):
+    """The request only records the deletes; the workers remove the objects, retrying until
+    the store is back."""
+    env = fault_env
+    env.worker()
+    client = env.app().test_client()
+    account = {"username": "bulk", "email": "bulk@example.com", "password": "bulk password"}
+    assert client.post("/api/v2/users", json=account).status_code == 201
+    login = {"username": "bulk", "password": "bulk password"}
+    token = client.post("/api/v2/auth/token", json=login).get_json()["access_token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    names = []
+    for i in range(20):
+        body = multipart.file_body(f"f{i}.txt", f"file {i}".encode())
+        reply = client.post(
+            "/api/v2/files", data=body, content_type=multipart.CONTENT_TYPE, headers=auth
+        )
+        names.append(reply.get_json()["name"])
+    for name in names:
+        wait_for_status(env.db, name, {"stored"}, timeout=30)
+    env.s3.stop()
+    started = time.monotonic()
+    reply = client.post(
+        "/api/v2/files/bulk", json={"action": "delete", "names": names}, headers=auth
+    )
+    assert reply.status_code == 200 and reply.get_json()["succeeded"] == 20
+    assert time.monotonic() - started < 5  # no store call in the request
+    assert client.get("/api/v2/files", headers=auth).get_json()["items"] == []
+    env.s3.start()  # moto keeps its objects across a restart: they are all still there
+    assert eventually(lambda: objects(env) == [], timeout=90)
