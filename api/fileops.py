@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin
 
-from flask import current_app, request
+from flask import current_app, request, url_for
 from sqlalchemy import Row, select
 
 from api.auth import Caller, visible_files
@@ -252,6 +252,20 @@ class _AcceptedRow:
 def prefer_wait(header: str) -> int | None:
     match = _PREFER_WAIT.search(header)
     return min(int(match.group(1)), MAX_WAIT) if match else None
+
+
+def answer_upload(file: Row, info_endpoint: str) -> tuple[Row, dict[str, str]]:
+    """An accepted upload as its reply shows it: waited for when the request says
+    ``Prefer: wait=N`` (422 when it was rejected meanwhile), with its reply headers."""
+    headers = {"Location": url_for(info_endpoint, name=file.name, _external=True)}
+    wait = prefer_wait(request.headers.get("Prefer", ""))
+    if wait is not None:
+        file = wait_for_final_state(file, wait)
+        if file.status not in OPEN_STATES:
+            headers["Preference-Applied"] = f"wait={wait}"
+        if file.status == FileStatus.REJECTED:
+            raise rejected(file, headers)
+    return file, headers
 
 
 def wait_for_final_state(file: Row, seconds: int) -> Row:

@@ -51,7 +51,7 @@ def _seed(database_url: str, owner_id: int, start: int, count: int) -> None:
                                status, sha256, md5, etag, metadata, attempts, uploaded_at,
                                stored_at, updated_at, owner_id)
             SELECT '20250101_000000_' || lpad(to_hex(g), 16, '0') || ext,
-                   title || ext, title || ext, substr(ext, 2), (g * 7919) %% 1000003,
+                   title || ext, title || ext, substr(ext, 2), (g::bigint * 7919) %% 1000003,
                    CASE WHEN ext = '.png' THEN 'image/png' ELSE 'application/pdf' END,
                    'stored', repeat('a', 64), repeat('b', 32), repeat('b', 32), '{}'::json, 1,
                    timestamp '2026-01-01' - g * interval '1 second', now(), now(), %s

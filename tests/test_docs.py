@@ -79,6 +79,10 @@ V2_ROUTES = {
     ("/api/v2/files/{name}", "get"): {"200", "404"},
     ("/api/v2/files/{name}/download", "get"): {"200", "302", "404", "409"},
     ("/api/v2/files/{name}", "delete"): {"204", "404"},
+    ("/api/v2/files/{name}", "patch"): {"200", "400", "404"},
+    ("/api/v2/files/bulk", "post"): {"200", "400"},
+    ("/api/v2/tags", "get"): {"200", "401"},
+    ("/api/v2/categories", "get"): {"200", "401"},
 }
 
 
@@ -97,7 +101,8 @@ def test_one_document_per_version_each_with_its_security_scheme(docs_client):
     # The docs client runs v1 open (the local stack): no credentials required there.
     assert v1["security"] == [] and unversioned["security"] == []
     listing = {p["name"] for p in v2["paths"]["/api/v2/files"]["get"]["parameters"]}
-    assert {"limit", "cursor", "sort"} <= listing
+    assert {"limit", "cursor", "sort", "q", "prefix", "tag", "category", "status"} <= listing
+    assert {"content_type", "min_size", "max_size", "uploaded_after", "uploaded_before"} <= listing
     page = docs_client.get("/docs/").get_data(as_text=True)
     assert "/api/v2/openapi.json" in page and "/api/v1/openapi.json" in page
 

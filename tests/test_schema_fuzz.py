@@ -19,23 +19,32 @@ def operations(app):
     return [result.ok() for result in schema.get_all_operations()]
 
 
+def fuzz(operation, call) -> None:
+    """``call(case)`` for EXAMPLES cases schemathesis draws for ``operation``."""
+
+    @given(case=operation.as_strategy())
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    def run(case):
+        response = call(case)
+        assert response.status_code < 500
+
+    run()
+
+
 def test_every_operation_conforms_to_the_document(app):
     checked = []
     for operation in operations(app):
 
-        @given(case=operation.as_strategy())
-        @settings(
-            max_examples=EXAMPLES,
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
-        def run(case):
+        def call(case):
             excluded = [positive_data_acceptance] if case.operation.label in CONTENT_RULES else []
-            response = case.call_and_validate(excluded_checks=excluded)
-            assert response.status_code < 500
+            return case.call_and_validate(excluded_checks=excluded)
 
-        run()
+        fuzz(operation, call)
         checked.append(operation.label)
     assert len(checked) >= 9, checked
 
@@ -58,20 +67,11 @@ def test_every_v2_operation_conforms_to_its_document(app, client):
         operation = result.ok()
         if operation.label in V2_SKIPPED:
             continue
-
-        @given(case=operation.as_strategy())
-        @settings(
-            max_examples=EXAMPLES,
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
-        def run(case):
-            response = case.call_and_validate(
+        fuzz(
+            operation,
+            lambda case: case.call_and_validate(
                 headers=auth, excluded_checks=[positive_data_acceptance]
-            )
-            assert response.status_code < 500
-
-        run()
+            ),
+        )
         checked.append(operation.label)
     assert len(checked) >= 12, checked

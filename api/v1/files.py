@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, jsonify, request, url_for
+from flask import Blueprint, jsonify, request
 from sqlalchemy import Row, select
 
 from api.auth import FILES_READ, FILES_WRITE, caller, guarded, visible_files
 from api.fileops import (
     LISTED,
     accept_upload,
+    answer_upload,
     download_reply,
     download_urls,
     file_object,
@@ -22,9 +23,6 @@ from api.fileops import (
     not_found,
     not_ready,
     pipeline,
-    prefer_wait,
-    rejected,
-    wait_for_final_state,
 )
 from api.schemas import (
     DeleteReply,
@@ -37,7 +35,7 @@ from api.schemas import (
     replies,
     spec,
 )
-from common.models import OPEN_STATES, File, FileStatus
+from common.models import File, FileStatus
 from common.naming import is_generated_name
 
 bp = Blueprint("files", __name__)
@@ -55,15 +53,7 @@ _NAME_PREFIX = re.compile(r"[0-9a-z_.]{0,64}")
 )
 def upload():
     """Upload one file (multipart part 'file'); 'Prefer: wait=N' waits for the result."""
-    wait = prefer_wait(request.headers.get("Prefer", ""))
-    file = accept_upload(caller())
-    headers = {"Location": url_for(f"{request.blueprint}.info", name=file.name, _external=True)}
-    if wait is not None:
-        file = wait_for_final_state(file, wait)
-        if file.status not in OPEN_STATES:
-            headers["Preference-Applied"] = f"wait={wait}"
-        if file.status == FileStatus.REJECTED:
-            raise rejected(file, headers)
+    file, headers = answer_upload(accept_upload(caller()), f"{request.blueprint}.info")
     url_of = download_urls()
     body = {
         "message": "Файл успешно загружен",

@@ -32,6 +32,7 @@ from api.fileops import (
     LISTED,
     LISTED_WITH_OWNER,
     accept_upload,
+    answer_upload,
     download_reply,
     download_urls,
     file_object_v2,
@@ -40,11 +41,8 @@ from api.fileops import (
     not_found,
     not_ready,
     pipeline,
-    prefer_wait,
     refresh,
-    rejected,
     v2_objects,
-    wait_for_final_state,
     with_owner,
 )
 from api.schemas import DownloadReply, UploadForm, replies, spec_v2
@@ -58,7 +56,6 @@ from api.v2.schemas import (
 )
 from common import labels
 from common.models import (
-    OPEN_STATES,
     File,
     FileStatus,
     FileTag,
@@ -91,17 +88,9 @@ SORT_COLUMNS = {
 )
 def upload():
     """Upload one file (multipart part 'file'); 'Prefer: wait=N' waits for the result."""
-    wait = prefer_wait(request.headers.get("Prefer", ""))
-    file = accept_upload(current_caller(), labelled=True)
-    tags = file.tags
-    headers = {"Location": url_for("v2_files.info", name=file.name, _external=True)}
-    if wait is not None:
-        file = wait_for_final_state(file, wait)
-        if file.status not in OPEN_STATES:
-            headers["Preference-Applied"] = f"wait={wait}"
-        if file.status == FileStatus.REJECTED:
-            raise rejected(file, headers)
-    return jsonify(file_object_v2(file, tags=tags)), 201, headers
+    accepted = accept_upload(current_caller(), labelled=True)
+    file, headers = answer_upload(accepted, "v2_files.info")
+    return jsonify(file_object_v2(file, tags=accepted.tags)), 201, headers
 
 
 @bp.get("/files")
