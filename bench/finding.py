@@ -68,8 +68,8 @@ def _seed(database_url: str, owner_id: int, start: int, count: int) -> None:
         conn.execute("INSERT INTO tags (name) VALUES ('bench') ON CONFLICT DO NOTHING")
         conn.execute(
             """
-            INSERT INTO file_tags (file_id, tag_id)
-            SELECT files.id, tags.id FROM files, tags
+            INSERT INTO file_tags (file_id, tag_id, owner_id, uploaded_at)
+            SELECT files.id, tags.id, files.owner_id, files.uploaded_at FROM files, tags
             WHERE tags.name = 'bench' AND files.owner_id = %s AND files.id %% 100 = 0
               AND files.id > (SELECT coalesce(max(file_id), 0) FROM file_tags)
             """,

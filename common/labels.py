@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
-from common.models import FileTag, Tag
+from common.models import File, FileTag, Tag
 
 MAX_LENGTH = 50
 MAX_TAGS = 20
@@ -91,10 +91,19 @@ def tags_of(session: Session, file_ids: Iterable[int]) -> dict[int, list[str]]:
 
 
 def link(session: Session, pairs: Iterable[tuple[int, int]]) -> None:
-    """Add (file id, tag id) links that are not there yet."""
+    """Add (file id, tag id) links that are not there yet (with the file's owner and upload
+    time, which a tag's listing is ordered by)."""
     pairs = list(pairs)
     if not pairs:
         return
+    files = {
+        file_id: (owner_id, uploaded_at)
+        for file_id, owner_id, uploaded_at in session.execute(
+            select(File.id, File.owner_id, File.uploaded_at).where(
+                File.id.in_({f for f, _ in pairs})
+            )
+        )
+    }
     existing = set(
         session.execute(
             select(FileTag.file_id, FileTag.tag_id).where(
@@ -103,7 +112,10 @@ def link(session: Session, pairs: Iterable[tuple[int, int]]) -> None:
             )
         ).all()
     )
-    new = [{"file_id": f, "tag_id": t} for f, t in set(pairs) - existing]
+    new = [
+        {"file_id": f, "tag_id": t, "owner_id": files[f][0], "uploaded_at": files[f][1]}
+        for f, t in set(pairs) - existing
+    ]
     if new:
         session.execute(insert(FileTag), new)
 

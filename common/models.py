@@ -183,13 +183,20 @@ class Tag(Base):
 
 
 class FileTag(Base):
+    """A file's tag. The file's owner and upload time (neither ever changes) are kept here too,
+    so that one owner's files with a tag, newest first, are one range of an index."""
+
     __tablename__ = "file_tags"
-    __table_args__ = (Index("ix_file_tags_tag_file", "tag_id", "file_id"),)
+    __table_args__ = (
+        Index("ix_file_tags_listing", "tag_id", "owner_id", "uploaded_at", "file_id"),
+    )
 
     file_id: Mapped[int] = mapped_column(
         ForeignKey("files.id", ondelete="CASCADE"), primary_key=True
     )
     tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True)
+    owner_id: Mapped[int | None] = mapped_column(Integer)
+    uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class File(Base):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from common.models import File
 from tests.accounts import account, make_admin, start_api, token_settings
@@ -106,6 +106,15 @@ def test_admins_reach_every_file(token_api, clean_stack):
     assert [
         f["name"] for f in root.get("/api/v2/files", params={"owner": "*"}).json()["items"]
     ] == [name]
+    with clean_stack.db.session() as session:  # an ownerless file (uploaded through open v1)
+        session.execute(update(File).where(File.name == name).values(owner_id=None))
+    assert root.get("/api/v2/files", params={"owner": "nobody"}).json()["items"] == []
+    assert [
+        f["owner"] for f in root.get("/api/v2/files", params={"owner": "*"}).json()["items"]
+    ] == [None]
+    assert root.get(f"/api/v2/files/{name}").status_code == 200  # admins reach ownerless files
+    with clean_stack.db.session() as session:
+        session.execute(update(File).where(File.name == name).values(owner_id=alice.id))
     refused = alice.get("/api/v2/files", params={"owner": "root"})
     assert refused.status_code == 403 and refused.json()["code"] == "FORBIDDEN"
     assert root.delete(f"/api/v2/files/{name}").status_code == 204

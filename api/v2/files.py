@@ -22,6 +22,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.orm import aliased
 
 from api import cursors
 from api.auth import FILES_READ, FILES_WRITE, Caller, forbidden, guarded, visible_files
@@ -136,17 +137,32 @@ class Listing:
         descending = args.sort.startswith("-")
         column = SORT_COLUMNS[args.sort.lstrip("-")]
         conditions, filters = _filters(args)
+        tags: list[str] = filters["tag"]
         # A cursor is good for this listing only: same caller, owner, filters and sort.
         binding = {"caller": who.user_id, "owner": owner_key, "sort": args.sort, **filters}
         if owner_key == "*":
             query = with_owner(select(*LISTED_WITH_OWNER))
         else:  # one owner, whose name is known: no join
             query = select(*LISTED, literal(owner_name).label("owner"))
-        query = query.where(owner_clause, *conditions)
+        key_column, id_column = column, File.id
+        if tags and column is File.uploaded_at and isinstance(owner_key, int):
+            # Driven by the first tag's links, which carry the owner and upload time: the
+            # page is an index range of file_tags, however many files have the tag.
+            link = aliased(FileTag)
+            query = query.select_from(link).join(File, File.id == link.file_id)
+            query = query.where(link.tag_id == _tag_id(tags[0]), link.owner_id == owner_key)
+            key_column, id_column = link.uploaded_at, link.file_id
+            tags = tags[1:]
+        query = query.where(owner_clause, *conditions, *(_tagged(tag) for tag in tags))
         if args.cursor is not None:
             key, file_id = cursors.decode(args.cursor, binding, 2)
-            query = query.where(_after(column, _key_value(column, key), file_id, descending))
-        order = (column.desc(), File.id.desc()) if descending else (column.asc(), File.id.asc())
+            key = _key_value(column, key)
+            query = query.where(_after(key_column, id_column, key, file_id, descending))
+        order = (
+            (key_column.desc(), id_column.desc())
+            if descending
+            else (key_column.asc(), id_column.asc())
+        )
         return cls(query.order_by(*order).limit(args.limit + 1), column, binding)
 
     def cursor_after(self, row: Row) -> str:
@@ -179,9 +195,6 @@ def _filters(args: FileListQuery) -> tuple[list[ColumnElement[bool]], dict[str, 
             escaped = args.prefix.replace("_", "\\_")
             conditions.append(File.name.like(escaped + "%", escape="\\"))
         filters["prefix"] = args.prefix
-    for tag in tags:
-        tagged = select(FileTag.file_id).join(Tag, Tag.id == FileTag.tag_id).where(Tag.name == tag)
-        conditions.append(File.id.in_(tagged))
     if category is not None:
         conditions.append(File.category == category)
     if args.content_type is not None:
@@ -207,6 +220,14 @@ def _filters(args: FileListQuery) -> tuple[list[ColumnElement[bool]], dict[str, 
     return conditions, filters
 
 
+def _tag_id(name: str):
+    return select(Tag.id).where(Tag.name == name).scalar_subquery()
+
+
+def _tagged(name: str) -> ColumnElement[bool]:
+    return File.id.in_(select(FileTag.file_id).where(FileTag.tag_id == _tag_id(name)))
+
+
 def _owner(who: Caller, owner: str | None) -> tuple[ColumnElement[bool], Any, str | None]:
     """Whose files a listing shows (a condition, a key for the cursor, the username): the
     caller's; an admin may name anyone ('*': everyone)."""
@@ -220,13 +241,15 @@ def _owner(who: Caller, owner: str | None) -> tuple[ColumnElement[bool], Any, st
         found = session.execute(
             select(User.id, User.username).where(User.username_key == identity_key(owner))
         ).first()
-    user_id, username = found if found else (None, owner)
+    if found is None:  # nobody of that name: no files (never the ownerless ones)
+        return false(), f"unknown:{identity_key(owner)}", owner
+    user_id, username = found
     return File.owner_id == user_id, user_id, username
 
 
-def _after(column, key: Any, file_id: int, descending: bool) -> ColumnElement[bool]:
+def _after(column, id_column, key: Any, file_id: int, descending: bool) -> ColumnElement[bool]:
     """Rows after (key, id) in the listing's order: one row comparison, served by an index."""
-    this = tuple_(column, File.id)
+    this = tuple_(column, id_column)
     that = tuple_(literal(key, column.type), literal(file_id))
     return this < that if descending else this > that
 

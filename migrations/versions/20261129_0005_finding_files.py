@@ -76,8 +76,13 @@ def upgrade() -> None:
         sa.Column(
             "tag_id", sa.Integer(), sa.ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True
         ),
+        # The file's owner and upload time (immutable), so a tag's listing is an index range.
+        sa.Column("owner_id", sa.Integer(), nullable=True),
+        sa.Column("uploaded_at", sa.DateTime(timezone=True), nullable=False),
     )
-    op.create_index("ix_file_tags_tag_file", "file_tags", ["tag_id", "file_id"])
+    op.create_index(
+        "ix_file_tags_listing", "file_tags", ["tag_id", "owner_id", "uploaded_at", "file_id"]
+    )
     if connection.dialect.name == "postgresql":
         op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
         op.execute(
@@ -88,7 +93,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP INDEX IF EXISTS ix_files_search_trgm")
-    op.drop_index("ix_file_tags_tag_file", table_name="file_tags")
+    op.drop_index("ix_file_tags_listing", table_name="file_tags")
     op.drop_table("file_tags")
     op.drop_table("tags")
     with op.batch_alter_table("files", schema=None) as batch_op:
