@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import uuid
 
 from kombu.exceptions import KombuError
 
@@ -81,13 +82,21 @@ class Publisher:
         self._errors = self._connection.connection_errors + self._connection.channel_errors
 
     def send(self, name: str, file_id: int, *, attempt: int = 0) -> bool:
+        kind = name.rsplit(".", 1)[-1]
+        return self._send(name, (file_id,), task_id(kind, file_id, attempt), f"file {file_id}")
+
+    def send_batch(self, name: str, file_ids: list[int]) -> bool:
+        """One task for many files (a bulk action): one message instead of one a file."""
+        kind = name.rsplit(".", 1)[-1]
+        batch = f"{kind}-batch-{uuid.uuid4().hex}"
+        return self._send(name, (list(file_ids),), batch, f"{len(file_ids)} files")
+
+    def _send(self, name: str, args: tuple, message_id: str, what: str) -> bool:
         from kombu import Queue
 
         kind = name.rsplit(".", 1)[-1]
         queue = TASKS[name].queue
-        body, headers, properties = task_message(
-            name, (file_id,), task_id(kind, file_id, attempt), self._origin
-        )
+        body, headers, properties = task_message(name, args, message_id, self._origin)
         try:
             with self._producers.acquire(block=True, timeout=1) as producer:
                 producer.publish(
@@ -102,9 +111,7 @@ class Publisher:
                     **properties,
                 )
         except (KombuError, OSError, *self._errors) as exc:
-            log.warning(
-                "broker unavailable, %s of file %s left to the outbox: %s", kind, file_id, exc
-            )
+            log.warning("broker unavailable, %s of %s left to the outbox: %s", kind, what, exc)
             return False
         return True
 

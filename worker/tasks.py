@@ -22,7 +22,7 @@ from common.storage import (
     from_settings,
     refusal_at_start,
 )
-from common.tasks import DELETE_OBJECT, EXTRACT_METADATA, INGEST, RECONCILE
+from common.tasks import DELETE_OBJECT, DELETE_OBJECTS, EXTRACT_METADATA, INGEST, RECONCILE
 from worker import app, settings, tuning
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,18 @@ def delete_object(self: Task, file_id: int) -> None:
     """Remove the object of a deleted file; retried until the store answers."""
     try:
         pipeline().delete_object(file_id)
+    except TRANSIENT as exc:
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from None
+
+
+@app.task(bind=True, name=DELETE_OBJECTS, max_retries=None, soft_time_limit=600)
+def delete_objects(self: Task, file_ids: list[int]) -> None:
+    """Remove the objects of many deleted files (a bulk delete); retried until the store
+    answers. A retry goes over the list again: removing an object twice is harmless, and the
+    files already done have no outbox entry left."""
+    try:
+        for file_id in file_ids:
+            pipeline().delete_object(file_id)
     except TRANSIENT as exc:
         raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from None
 

@@ -14,6 +14,7 @@ from common.registry import KINDS
 from common.staging import StagedUpload, remove_staged, staged_path
 from common.states import sources, transition
 from common.storage import StorageError, StorageRefused
+from common.tasks import DELETE_OBJECTS
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,9 @@ class Intake(Stage):
 
     def delete_many(self, file_ids: list[int]) -> list[int]:
         """Mark many files deleted in one transaction and leave their objects to the workers
-        (one task each, published after commit): a thousand deletes answer at once, and a store
-        that is down loses nothing. The ids of the files this call deleted."""
+        (one task for them all, published after commit; the outbox keeps an entry a file): a
+        thousand deletes answer at once, and a store that is down loses nothing. The ids of the
+        files this call deleted."""
         with self.db.session() as session:
             deleted = list(
                 session.scalars(
@@ -98,7 +100,9 @@ class Intake(Stage):
             )
         for file_id in deleted:
             remove_staged(staged_path(self.settings.staging_dir, names[file_id]))
-            self.publish(file_id, OutboxKind.DELETE)
+        if deleted and self.publisher.send_batch(DELETE_OBJECTS, deleted):
+            for file_id in deleted:
+                self.marks.add(file_id, OutboxKind.DELETE)
         return deleted
 
     def requeue_failed(self, file_id: int) -> bool:
