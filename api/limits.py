@@ -61,13 +61,11 @@ def init_limits(app: Flask, settings: Settings) -> Limiter:
         if view not in wrapped:
             wrapped[view] = uploads(view)
         app.view_functions[endpoint] = wrapped[view]
-    # Password checks cost ~0.1 s of CPU and 64 MiB each: logins per client address and per
-    # username, registrations per client address.
+    # Guessing passwords: logins per client address and per username (whatever the address).
+    # Registrations count against the default limit only, like any request.
     login = app.view_functions["v2_auth.log_in"]
     login = limiter.limit(settings.ratelimit_login, key_func=login_name_key)(login)
     app.view_functions["v2_auth.log_in"] = limiter.limit(settings.ratelimit_login)(login)
-    register = app.view_functions["v2_users.register"]
-    app.view_functions["v2_users.register"] = limiter.limit(settings.ratelimit_login)(register)
     return limiter
 
 

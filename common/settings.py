@@ -233,7 +233,7 @@ class Settings:
     jwt_secret_key: str | None = _setting("JWT_SECRET_KEY", None)
     jwt_access_ttl: int = _setting("JWT_ACCESS_TTL", 900, _positive_int)
     jwt_refresh_ttl: int = _setting("JWT_REFRESH_TTL", 30 * 24 * 3600, _positive_int)
-    # Logins (and registrations) per client address, and logins per username.
+    # Logins per client address, and per username.
     ratelimit_login: str = _setting("RATELIMIT_LOGIN", "10/minute", _limit)
 
     @classmethod
