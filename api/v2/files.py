@@ -328,6 +328,7 @@ def patch(name: str):
         raise invalid_label(exc) from None
     if body.original_name is not None:
         values["original_name"] = _renamed(file.original_name, body.original_name)
+        values["search_name"] = search_key(values["original_name"])
     with pipeline().db.session() as session:
         current = labels.tags_of(session, [file.id])[file.id]
         wanted = sorted((set(current if replace is None else replace) | set(add)) - remove)
@@ -342,12 +343,6 @@ def patch(name: str):
         ).rowcount
         if not changed:  # deleted meanwhile
             raise not_found()
-        if "original_name" in values:
-            session.execute(
-                update(File)
-                .where(File.id == file.id)
-                .values(search_name=search_key(values["original_name"]))
-            )
         if set(wanted) != set(current):
             labels.unlink(session, [file.id], sorted(set(current) - set(wanted)))
             ids = labels.tag_ids(session, sorted(set(wanted) - set(current)))
