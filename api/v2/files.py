@@ -46,7 +46,7 @@ from api.fileops import (
     v2_objects,
     with_owner,
 )
-from api.schemas import DownloadReply, UploadForm, replies, spec_v2
+from api.schemas import DownloadReply, replies, spec_v2
 from api.v2.schemas import (
     DownloadQuery,
     FileListQuery,
@@ -54,6 +54,7 @@ from api.v2.schemas import (
     FilePatch,
     FileV2,
     LabelCounts,
+    UploadFormV2,
 )
 from common import labels
 from common.models import (
@@ -82,7 +83,7 @@ SORT_COLUMNS = {
 @bp.post("/files")
 @guarded(FILES_WRITE)
 @spec_v2.validate(
-    form=UploadForm,
+    form=UploadFormV2,
     resp=replies({"HTTP_201": FileV2}, 400, 401, 403, 413, 415, 422),
     tags=["files"],
     skip_validation=True,  # the body is streamed by stage_upload, never parsed as a form

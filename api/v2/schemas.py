@@ -17,7 +17,7 @@ from pydantic import (
 
 from api.auth import KEY_SCOPES
 from api.auth.passwords import MAX_LENGTH, MIN_LENGTH
-from api.schemas import Email, FileObject, Status, Username
+from api.schemas import Email, FileObject, Status, UploadForm, Username
 from common.labels import MAX_TAGS
 from common.models import FileStatus
 
@@ -188,6 +188,11 @@ class FileListQuery(BaseModel):
         pattern=r"^([\w.-]{1,64}|\*)$",
         description="admins: another user's files ('*': everyone's)",
     )
+
+
+class UploadFormV2(UploadForm):
+    tags: str | None = Field(None, description="comma-separated, or the part repeated")
+    category: str | None = Field(None, description="one category")
 
 
 class FilePatch(BaseModel):
