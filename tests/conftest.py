@@ -7,6 +7,7 @@ Celery workers running as subprocesses.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -365,6 +366,21 @@ def _answers(url: str) -> bool:
         return requests.get(url, timeout=1).status_code < 500
     except requests.RequestException:
         return False
+
+
+@pytest.fixture(scope="session")
+def token_server(stack: Stack, tmp_path_factory) -> Iterator[Server]:
+    """One gunicorn per stack with V1_ACCESS=token (the shipped default), for the session."""
+    settings = dataclasses.replace(stack.settings, v1_access="token")
+    server = start_gunicorn(settings, tmp_path_factory.mktemp("token-api") / "gunicorn.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def token_api(clean_stack: Stack, token_server: Server) -> str:
+    """The URL of a token-mode API over the session's stack, its tables emptied."""
+    return token_server.url
 
 
 @pytest.fixture(scope="session")

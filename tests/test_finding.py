@@ -7,16 +7,9 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.accounts import account, start_api, token_settings
+from tests.accounts import account
 from tests.conftest import wait_for_status
 from tests.samples import pdf, png
-
-
-@pytest.fixture
-def token_api(clean_stack, tmp_path):
-    server = start_api(token_settings(clean_stack.settings), tmp_path)
-    yield server.url
-    server.stop()
 
 
 def upload(user, name: str, data: bytes = b"text", **form) -> dict:

@@ -7,21 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import requests
 from sqlalchemy import func, select, update
 
 from common.models import File
 from tests.accounts import account, make_admin, start_api, token_settings
 from tests.conftest import wait_for_status
-
-
-@pytest.fixture
-def token_api(clean_stack, tmp_path):
-    server = start_api(token_settings(clean_stack.settings), tmp_path)
-    yield server.url
-    server.stop()
-
 
 MISSING = "20260101_000000_0123456789abcdef.txt"  # a well-formed name nobody uploaded
 

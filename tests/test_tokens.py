@@ -10,7 +10,6 @@ import time
 import warnings
 
 import jwt
-import pytest
 import requests
 from sqlalchemy import func, select
 
@@ -25,13 +24,6 @@ from tests.accounts import (
     token_settings,
 )
 from tests.services import RedisServer
-
-
-@pytest.fixture
-def token_api(clean_stack, tmp_path):
-    server = start_api(token_settings(clean_stack.settings), tmp_path)
-    yield server.url
-    server.stop()
 
 
 def _refresh(url: str, refresh_token: str) -> requests.Response:
@@ -292,8 +284,10 @@ def test_hostile_tokens_are_refused_never_500(token_api, clean_stack):
 
 
 def test_login_is_rate_limited_per_address_and_per_username(clean_stack, tmp_path):
+    redis_server = RedisServer()  # budgets of its own, untouched by the other stack's run
     settings = token_settings(
         clean_stack.settings,
+        redis_url=redis_server.url,
         ratelimit_enabled=True,
         ratelimit_login="3/minute",
         trusted_proxy_count=1,  # X-Forwarded-For names the client: several addresses, one host
@@ -316,6 +310,7 @@ def test_login_is_rate_limited_per_address_and_per_username(clean_stack, tmp_pat
         assert attempt("carol", "198.51.100.4") == 401
     finally:
         server.stop()
+        redis_server.stop()
 
 
 def test_closed_registration_is_for_admins(clean_stack, tmp_path):

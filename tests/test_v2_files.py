@@ -3,21 +3,13 @@ download (and its redirect), delete."""
 
 from __future__ import annotations
 
-import pytest
 import requests
 
-from tests.accounts import account, start_api, token_settings
+from tests.accounts import account
 from tests.conftest import wait_for_status
 from tests.samples import png
 
 PNG = png()
-
-
-@pytest.fixture
-def token_api(clean_stack, tmp_path):
-    server = start_api(token_settings(clean_stack.settings), tmp_path)
-    yield server.url
-    server.stop()
 
 
 def _pages(user, **params) -> tuple[list[str], list[requests.Response]]:

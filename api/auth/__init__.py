@@ -153,4 +153,4 @@ def init_auth(app: Flask, settings: Settings) -> None:
     JWTManager(app)
     app.extensions["auth_cache"] = AuthCache(settings.redis_url)
     app.extensions["verified_tokens"] = VerifiedTokens()
-    app.extensions["api_key_touches"] = {}  # key id -> when last_used_at was last written
+    app.extensions["api_key_touches"] = {}  # key digest -> when last_used_at was last written

@@ -99,7 +99,7 @@ def caller_for(key: str) -> Caller:
     if cached == REVOKED:
         raise unauthorized("unknown or revoked API key")
     entry = json.loads(cached)
-    _touch(entry["key"])
+    _touch(entry["key"], digest)
     return Caller(
         user_id=entry["user"],
         username=entry["username"],
@@ -109,13 +109,13 @@ def caller_for(key: str) -> Caller:
     )
 
 
-def _touch(key_id: int) -> None:
+def _touch(key_id: int, digest: str) -> None:
     now = time.monotonic()
-    touched: dict[int, float] = current_app.extensions["api_key_touches"]
-    with _touched_lock:
-        if now - touched.get(key_id, -TOUCH_EVERY) < TOUCH_EVERY:
+    touched: dict[str, float] = current_app.extensions["api_key_touches"]
+    with _touched_lock:  # by digest: an id may come again (a database emptied and refilled)
+        if now - touched.get(digest, -TOUCH_EVERY) < TOUCH_EVERY:
             return
-        touched[key_id] = now
+        touched[digest] = now
     with _db().session() as session:
         session.execute(
             update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=datetime.now(UTC))
