@@ -78,20 +78,29 @@ def forbidden() -> ApiError:
     return ApiError(403, "FORBIDDEN", "Доступ запрещен")
 
 
-def authenticate() -> Caller:
-    """The caller of this request, from its Authorization header; 401 otherwise."""
-    cached = g.get("caller")
-    if cached is not None:
-        return cached
+def bearer_token() -> str | None:
+    """The token of ``Authorization: Bearer <token>``; None without the header, 401 when it is
+    not of that form."""
     header = request.headers.get("Authorization")
     if header is None:
-        raise unauthorized()
+        return None
     if len(header) > MAX_TOKEN_LENGTH + 7:
         raise unauthorized("the token is too long")
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or " " in token:
         raise unauthorized("expected 'Authorization: Bearer <token>'")
+    return token
+
+
+def authenticate() -> Caller:
+    """The caller of this request, from its Authorization header; 401 otherwise."""
+    cached = g.get("caller")
+    if cached is not None:
+        return cached
+    token = bearer_token()
+    if token is None:
+        raise unauthorized()
     from api.auth import keys, sessions
 
     verify = keys.caller_for if token.startswith(KEY_PREFIX) else sessions.caller_for

@@ -67,18 +67,17 @@ def create_user():
         with db.session() as session:
             session.add(user)
     except IntegrityError:
-        raise ApiError(
-            409,
-            "USER_EXISTS",
-            "Пользователь уже существует",
-            details={"field": _taken_field(db, payload)},
-        ) from None
+        raise user_exists(db, payload.username) from None
     return jsonify(user_object(user)), 201
 
 
-def _taken_field(db, payload: UserIn) -> str:
-    with db.session() as session:
-        taken = select(User.id).where(User.username_key == identity_key(payload.username))
-        if session.scalar(taken):
-            return "username"
-    return "email"
+def user_exists(db, username: str) -> ApiError:
+    """409 for a create that a unique key refused, naming which one (both API versions)."""
+    with db.reading() as session:
+        taken = session.scalar(select(User.id).where(User.username_key == identity_key(username)))
+    return ApiError(
+        409,
+        "USER_EXISTS",
+        "Пользователь уже существует",
+        details={"field": "username" if taken else "email"},
+    )

@@ -9,6 +9,7 @@ from api.auth import (
     ACCOUNT,
     REALM,
     authenticate,
+    bearer_token,
     insufficient_scope,
     passwords,
     sessions,
@@ -71,12 +72,9 @@ def refresh():
 
 
 def _refresh_token() -> str:
-    header = request.headers.get("Authorization")
-    if header is not None:
-        scheme, _, token = header.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise unauthorized("expected 'Authorization: Bearer <refresh token>'")
-        return token.strip()
+    token = bearer_token()
+    if token is not None:
+        return token
     if request.content_length or request.is_json:
         try:
             body = RefreshBody.model_validate(json_object())

@@ -8,11 +8,11 @@ from sqlalchemy.exc import IntegrityError
 
 from api.auth import authenticate, forbidden, guarded, passwords, unauthorized
 from api.bodies import json_object_body
-from api.errors import ApiError
 from api.schemas import Status, replies, spec_v2
+from api.v1.users import user_exists
 from api.v2.schemas import Me, Registration, UserV2
 from common.fileinfo import iso_z
-from common.models import File, FileStatus, User, identity_key
+from common.models import File, FileStatus, User
 
 bp = Blueprint("v2_users", __name__, url_prefix="/api/v2")
 
@@ -55,16 +55,7 @@ def register():
         with db.session() as session:
             session.add(user)
     except IntegrityError:
-        with db.reading() as session:
-            taken = session.scalar(
-                select(User.id).where(User.username_key == identity_key(body.username))
-            )
-        raise ApiError(
-            409,
-            "USER_EXISTS",
-            "Пользователь уже существует",
-            details={"field": "username" if taken else "email"},
-        ) from None
+        raise user_exists(db, body.username) from None
     return jsonify(user_object(user)), 201
 
 
