@@ -93,7 +93,14 @@ def _read_password(from_stdin: bool) -> str:
 
 
 def _user(session, name: str) -> User:
-    user = session.scalars(select(User).where(User.username_key == identity_key(name))).first()
+    """The user spelt exactly ``name``; else the one whose name compares equal to it.
+
+    Accounts that migration 0003 kept apart (``alice`` and ``ALICE``) each answer to their
+    own spelling: the operator never changes one of them by naming the other.
+    """
+    user = session.scalars(select(User).where(User.username == name)).first()
+    if user is None:
+        user = session.scalars(select(User).where(User.username_key == identity_key(name))).first()
     if user is None:
         raise click.ClickException(f"no user {name!r}")
     return user

@@ -70,15 +70,23 @@ def init_limits(app: Flask, settings: Settings) -> Limiter:
 
 
 def login_name_key() -> str:
-    """The account a login names (username or email, as compared), whatever the address."""
+    """The account a login names, whatever the address, and whether it is named by username
+    or by email address: one budget per account. A name of no account has a budget of its
+    own (so guessing at names costs the same as guessing at passwords)."""
+    from flask import current_app
+
+    from api.auth import account_named
     from common.models import identity_key
 
     body = request.get_json(silent=True)
-    login = ""
+    value = None
     if isinstance(body, dict):
-        value = body.get("username", body.get("email"))
-        login = identity_key(value) if isinstance(value, str) else ""
-    return f"login:{login[:254]}"
+        value = body.get("username") if body.get("username") is not None else body.get("email")
+    if not isinstance(value, str) or not value:
+        return "login:-"
+    with current_app.extensions["pipeline"].db.reading() as session:
+        user = account_named(session, value)
+    return f"login:user:{user.id}" if user else f"login:name:{identity_key(value)[:254]}"
 
 
 def client_key() -> str:

@@ -26,7 +26,7 @@ from spectree.model_adapter.pydantic_adapter import BaseFile
 from spectree.plugins.flask_plugin import FlaskPlugin
 
 from api.errors import ApiError
-from common.models import FileStatus
+from common.models import FileStatus, identity_key
 
 Username = Annotated[
     str, StringConstraints(strict=True, strip_whitespace=True, pattern=r"^[\w.-]{1,64}$")
@@ -45,7 +45,14 @@ def _email(value: str) -> str:
         )
     except email_validator.EmailNotValidError as exc:
         raise ValueError(f"value is not a valid email address: {exc}") from None
+    if len(identity_key(checked.normalized).encode()) > MAX_KEY_BYTES:
+        raise ValueError("the address is too long once normalised (NFKC, case folded)")
     return checked.normalized
+
+
+#: The longest identity key a unique index holds (PostgreSQL's B-tree takes ~2700 bytes); a
+#: 64-character username stays under it, an address of 254 characters might not.
+MAX_KEY_BYTES = 2048
 
 
 Email = Annotated[

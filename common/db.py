@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,7 +29,7 @@ def make_engine(database_url: str, *, timeout: float | None = None) -> Engine:
     postgresql = url.get_backend_name() == "postgresql"
     if postgresql:
         _decode_json_with_orjson()
-        connect_args = postgresql_connect_args(timeout)
+        connect_args = postgresql_connect_args(timeout, dict(url.query))
     engine = create_engine(
         url,
         pool_pre_ping=True,
@@ -43,8 +43,10 @@ def make_engine(database_url: str, *, timeout: float | None = None) -> Engine:
     return engine
 
 
-def postgresql_connect_args(timeout: float | None) -> dict:
-    """libpq settings for a database that may go away or go silent.
+def postgresql_connect_args(timeout: float | None, given: dict | None = None) -> dict:
+    """libpq settings for a database that may go away or go silent, beside those ``given`` in
+    DATABASE_URL's query (which win: a URL's ``connect_timeout`` stays, and its ``options``,
+    e.g. ``-c search_path=app``, are kept with the statement timeout added).
 
     - connect_timeout: a connection attempt (TCP, then the server's greeting) gives up after 2 s;
     - TCP keepalives: an idle pooled connection whose peer vanished is found within ~20 s;
@@ -61,7 +63,10 @@ def postgresql_connect_args(timeout: float | None) -> dict:
     if timeout:
         millis = int(timeout * 1000)
         args |= {"options": f"-c statement_timeout={millis}", "tcp_user_timeout": millis}
-    return args
+    given = {key: value for key, value in (given or {}).items() if isinstance(value, str)}
+    if "options" in given and "options" in args:
+        given["options"] = f"{args['options']} {given['options']}"  # the URL's last: it wins
+    return args | given
 
 
 def _bounded_connect(timeout: float):
@@ -128,6 +133,38 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=15000")
     cursor.close()
+
+
+@contextmanager
+def migration_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction for Alembic to migrate with.
+
+    On SQLite, foreign keys are off while it runs and checked before it commits: a batch
+    migration rebuilds a table by copying it, dropping the old one and renaming the copy, and
+    with foreign keys on, dropping the old ``files`` would cascade to every outbox entry (the
+    pragma has no effect inside a transaction, so it is set before one begins).
+    """
+    with engine.connect() as connection:
+        sqlite = engine.dialect.name == "sqlite"
+        if sqlite:
+            connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with connection.begin():
+                yield connection
+                if sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise RuntimeError(f"the migration broke foreign keys: {broken[:5]}")
+        finally:
+            if sqlite:
+                connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
+
+
+def foreign_keys_enforced(connection: Connection) -> bool:
+    """Whether SQLite enforces foreign keys on this connection (always True elsewhere)."""
+    if connection.dialect.name != "sqlite":
+        return True
+    return bool(connection.exec_driver_sql("PRAGMA foreign_keys").scalar())
 
 
 class Database:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from common.models import File, FileTag, Tag
@@ -35,9 +35,24 @@ def normalise(raw: str) -> str:
     label = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", raw).casefold()).strip()
     if not 1 <= len(label) <= MAX_LENGTH:
         raise InvalidLabel(raw, f"a label has 1 to {MAX_LENGTH} characters")
-    if not all(ch.isalnum() or ch in "-_." for ch in label):
+    if not all(_allowed(ch) for ch in label) or unicodedata.category(label[0])[0] == "M":
         raise InvalidLabel(raw, "a label has only letters, digits, '-', '_' and '.'")
     return label
+
+
+def _allowed(ch: str) -> bool:
+    """A letter or digit of any script, with the marks that belong to it (the vowel signs and
+    viramas of ``हिंदी`` or ``தமிழ்`` are marks, not letters), or ``-``, ``_``, ``.``."""
+    return ch.isalnum() or ch in "-_." or unicodedata.category(ch)[0] == "M"
+
+
+def lock_files(session: Session, file_ids: Iterable[int]) -> None:
+    """Hold the files' rows until the transaction ends, so two changes of one file's tags
+    (a PATCH, a bulk action) count its tags one after the other (PostgreSQL; SQLite's
+    transactions already take the whole database)."""
+    ids = sorted(set(file_ids))
+    if ids and session.get_bind().dialect.name == "postgresql":
+        session.execute(select(File.id).where(File.id.in_(ids)).order_by(File.id).with_for_update())
 
 
 def normalise_all(raws: Iterable[str]) -> list[str]:
@@ -61,17 +76,21 @@ def tag_ids(session: Session, names: Iterable[str]) -> dict[str, int]:
     found = dict(session.execute(select(Tag.name, Tag.id).where(Tag.name.in_(names))).all())
     missing = [name for name in names if name not in found]
     if missing:
-        dialect = session.get_bind().dialect.name
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as upsert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as upsert
         session.execute(
-            upsert(Tag).on_conflict_do_nothing(index_elements=["name"]),
+            _upsert(session)(Tag).on_conflict_do_nothing(index_elements=["name"]),
             [{"name": name} for name in missing],
         )
         found |= dict(session.execute(select(Tag.name, Tag.id).where(Tag.name.in_(missing))).all())
     return found
+
+
+def _upsert(session: Session):
+    """The dialect's INSERT, which has ON CONFLICT."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
 
 
 def tags_of(session: Session, file_ids: Iterable[int]) -> dict[int, list[str]]:
@@ -104,20 +123,12 @@ def link(session: Session, pairs: Iterable[tuple[int, int]]) -> None:
             )
         )
     }
-    existing = set(
-        session.execute(
-            select(FileTag.file_id, FileTag.tag_id).where(
-                FileTag.file_id.in_({f for f, _ in pairs}),
-                FileTag.tag_id.in_({t for _, t in pairs}),
-            )
-        ).all()
-    )
     new = [
         {"file_id": f, "tag_id": t, "owner_id": files[f][0], "uploaded_at": files[f][1]}
-        for f, t in set(pairs) - existing
+        for f, t in sorted(set(pairs))
     ]
-    if new:
-        session.execute(insert(FileTag), new)
+    # A link another transaction added meanwhile is simply there already.
+    session.execute(_upsert(session)(FileTag).on_conflict_do_nothing(), new)
 
 
 def unlink(session: Session, file_ids: Iterable[int], names: Iterable[str] | None = None) -> None:

@@ -114,8 +114,9 @@ class User(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)
-    username_key: Mapped[str] = mapped_column(String(256), unique=True)
-    email_key: Mapped[str] = mapped_column(String(1024), unique=True)
+    #: Text: NFKC with case folding can make a name 18 times longer (U+FDFA).
+    username_key: Mapped[str] = mapped_column(Text, unique=True)
+    email_key: Mapped[str] = mapped_column(Text, unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     #: argon2id (PHC string); None for users created without one (v1 ``POST /users``): they
     #: cannot log in until an operator sets a password.
@@ -217,7 +218,7 @@ class File(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     original_name: Mapped[str] = mapped_column(String(255))
     #: ``original_name`` as searches compare it (``search_key``), kept with it.
-    search_name: Mapped[str | None] = mapped_column(String(1024))
+    search_name: Mapped[str | None] = mapped_column(Text)
     category: Mapped[str | None] = mapped_column(String(64))
     extension: Mapped[str] = mapped_column(String(16))
     size: Mapped[int] = mapped_column(BigInteger)

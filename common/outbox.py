@@ -15,7 +15,7 @@ from datetime import timedelta
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from common.models import OutboxEntry, OutboxKind, db_now
+from common.models import OPEN_STATES, File, OutboxEntry, OutboxKind, db_now
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,18 @@ def add_many(session: Session, file_ids: list[int], kind: OutboxKind) -> None:
         session.execute(
             insert(OutboxEntry), [{"file_id": file_id, "kind": kind} for file_id in file_ids]
         )
+
+
+def replace_with_delete(session: Session, file_ids: list[int]) -> None:
+    """The files were deleted: the work left on them (ingest, metadata) is moot, and their
+    objects are to be removed. A delivery still pushing one settles it by itself."""
+    if file_ids:
+        session.execute(
+            delete(OutboxEntry)
+            .where(OutboxEntry.file_id.in_(file_ids), OutboxEntry.kind != OutboxKind.DELETE)
+            .execution_options(synchronize_session=False)
+        )
+        add_many(session, file_ids, OutboxKind.DELETE)
 
 
 def mark_published(session: Session, file_ids: list[int], kind: OutboxKind, times: int = 1) -> None:
@@ -58,17 +70,18 @@ def make_all_published_due(session: Session) -> int:
     result = session.execute(
         update(OutboxEntry)
         .where(OutboxEntry.published_at.is_not(None))
-        .values(published_at=None, created_at=db_now(-UNSENT_GRACE.total_seconds()))
+        .values(published_at=None, created_at=db_now(-UNSENT_GRACE.total_seconds() - 1))
     )
     return result.rowcount
 
 
 def make_due(session: Session, file_ids: list[int], kind: OutboxKind) -> None:
-    """Entries to publish again at the reconciler's next look, without waiting to go stale."""
+    """Entries to publish again at the reconciler's next look (this pass's, too), without
+    waiting to go stale."""
     session.execute(
         update(OutboxEntry)
         .where(OutboxEntry.file_id.in_(file_ids), OutboxEntry.kind == kind)
-        .values(published_at=None, created_at=db_now(-UNSENT_GRACE.total_seconds()))
+        .values(published_at=None, created_at=db_now(-UNSENT_GRACE.total_seconds() - 1))
     )
 
 
@@ -155,6 +168,25 @@ def hand_over(session: Session, file_id: int, done_kind: OutboxKind, next_kind: 
     )
     if result.rowcount == 0:
         add(session, file_id, next_kind)
+
+
+def restore_missing(session: Session, limit: int) -> list[int]:
+    """Give an ingest entry, due at once, to unfinished files that have none; their ids.
+
+    Every pending or processing file has one (written with the change that opened it); one
+    without it would never be published again, so the reconciler checks and repairs.
+    """
+    has_entry = (
+        select(OutboxEntry.id)
+        .where(OutboxEntry.file_id == File.id, OutboxEntry.kind == OutboxKind.INGEST)
+        .exists()
+    )
+    query = select(File.id).where(File.status.in_(OPEN_STATES), ~has_entry).limit(limit)
+    file_ids = list(session.scalars(query))
+    if file_ids:
+        add_many(session, file_ids, OutboxKind.INGEST)
+        make_due(session, file_ids, OutboxKind.INGEST)
+    return file_ids
 
 
 def due(

@@ -116,19 +116,36 @@ class Publisher:
         return True
 
     def broker_lost_its_data(self) -> bool | None:
-        """True when the broker no longer holds ``SENTINEL`` (it is set again now): whatever
-        was queued before is gone. None when the broker does not answer."""
+        """True when the broker no longer holds ``SENTINEL``: whatever was queued before is
+        gone. None when the broker does not answer. The sentinel is set again only by
+        ``remember_broker`` once the loss is recorded, so a pass that fails in between finds
+        the loss again."""
+        try:
+            with self._redis() as client:
+                return not client.exists(SENTINEL)
+        except (self._redis_errors(), OSError):
+            return None
+
+    def remember_broker(self) -> None:
+        """Set ``SENTINEL``: what the broker holds from now on is known to the outbox."""
+        try:
+            with self._redis() as client:
+                client.set(SENTINEL, os.getpid())
+        except (self._redis_errors(), OSError) as exc:
+            log.warning("could not set the broker sentinel: %s", exc)
+
+    def _redis(self):
         import redis
 
-        client = redis.Redis.from_url(
+        return redis.Redis.from_url(
             self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
         )
-        try:
-            return bool(client.set(SENTINEL, os.getpid(), nx=True))
-        except (redis.RedisError, OSError):
-            return None
-        finally:
-            client.close()
+
+    @staticmethod
+    def _redis_errors() -> type[Exception]:
+        import redis
+
+        return redis.RedisError
 
     def close(self) -> None:
         self._producers.force_close_all()

@@ -4,6 +4,8 @@
   failed over to an empty replica) and publishes every outstanding entry again at once,
   instead of after OUTBOX_STALE_AFTER;
 - takes back files whose worker died (their claim's lease lapsed) and publishes them again;
+- checks the invariant that every unfinished file has its ingest entry, and gives one back to a
+  file that lost it (a bug of that kind then costs one interval, not a file);
 - publishes outbox entries that never reached the broker, or whose message went missing (stale);
 - gives up on an entry published OUTBOX_MAX_PUBLISHES times: the file ends ``failed``;
 - puts files that failed because the store stayed down back in the pipeline once it answers
@@ -47,6 +49,7 @@ class ReconcileReport:
     failed: int = 0
     requeued: int = 0
     reaped: int = 0
+    repaired: int = 0
 
 
 def reconcile(pipeline: Pipeline) -> ReconcileReport:
@@ -56,6 +59,8 @@ def reconcile(pipeline: Pipeline) -> ReconcileReport:
     if pipeline.publisher.broker_lost_its_data():
         with pipeline.db.session() as session:
             lost = outbox.make_all_published_due(session)
+        # Only now: had the pass failed before the commit, the next one must see the loss.
+        pipeline.publisher.remember_broker()
         if lost:
             log.warning("reconcile: the broker lost its data; %d entries published again", lost)
     with pipeline.db.session() as session:
@@ -63,6 +68,11 @@ def reconcile(pipeline: Pipeline) -> ReconcileReport:
     report.reclaimed = len(reclaimed)
     if reclaimed:
         log.warning("reconcile: took back files whose worker stopped: %s", reclaimed)
+    with pipeline.db.session() as session:
+        repaired = outbox.restore_missing(session, BATCH)
+    report.repaired = len(repaired)
+    if repaired:
+        log.error("reconcile: unfinished files had lost their ingest entry, restored: %s", repaired)
     _republish(pipeline, report)
     _requeue_after_outage(pipeline, report)
     _reap_staging(pipeline, report)

@@ -72,8 +72,10 @@ def _database_url(raw: str) -> str:
 
 
 def _redis_url(raw: str) -> str:
-    if not raw.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("must start with redis://, rediss:// or unix://")
+    """A TCP address: the broker (kombu), the rate limiter and the publisher each spell a
+    Unix socket differently, so one ``unix://`` URL cannot serve them all."""
+    if not raw.startswith(("redis://", "rediss://")):
+        raise ValueError("must start with redis:// or rediss:// (a Unix socket is not supported)")
     return raw
 
 

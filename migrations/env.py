@@ -4,7 +4,7 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from common.db import make_engine
+from common.db import foreign_keys_enforced, make_engine, migration_connection
 from common.models import Base
 from common.settings import Settings
 
@@ -32,12 +32,15 @@ def run_migrations_online() -> None:
         _run(connection)
         return
     engine = make_engine(Settings.from_env().database_url)
-    with engine.connect() as connection:
+    with migration_connection(engine) as connection:
         _run(connection)
     engine.dispose()
 
 
 def _run(connection) -> None:
+    if connection.dialect.name == "sqlite" and foreign_keys_enforced(connection):
+        # A table rebuild would cascade deletes through the foreign keys (common.db).
+        raise RuntimeError("migrate SQLite through common.db.migration_connection")
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()

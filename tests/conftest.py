@@ -25,8 +25,9 @@ from alembic.config import Config
 from moto.server import ThreadedMotoServer
 from sqlalchemy import text
 
-from common.db import Database
+from common.db import Database, migration_connection
 from common.models import File
+from common.queue import SENTINEL
 from common.settings import Settings
 from common.storage.s3 import S3Storage
 
@@ -39,14 +40,15 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 
-def migrate(database_url: str) -> None:
-    """Bring a database to the head revision with the project's Alembic migrations."""
+def migrate(database_url: str, revision: str = "head", *, down: bool = False) -> None:
+    """Bring a database to ``revision`` (up, or ``down``) with the project's Alembic
+    migrations, on a connection as ``alembic upgrade`` makes it (common.db)."""
     config = Config(str(ROOT / "alembic.ini"))
     config.attributes["configure_logger"] = False
     db = Database(database_url)
-    with db.engine.begin() as connection:
+    with migration_connection(db.engine) as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        (command.downgrade if down else command.upgrade)(config, revision)
     db.dispose()
 
 
@@ -90,6 +92,17 @@ def pg_database_url() -> Iterator[str]:
     yield url
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def quiet_redis(redis_db):
+    """A Redis database no worker listens on: published tasks wait there. It holds the
+    service's sentinel, as a broker that has not lost its data does."""
+    client = redis.Redis.from_url(f"{REDIS_SERVER}/{redis_db + 1}")
+    client.flushdb()
+    client.set(SENTINEL, 1)
+    yield client
+    client.flushdb()
 
 
 def settings_for(tmp: Path, **overrides) -> Settings:
@@ -220,24 +233,26 @@ def stack(request, tmp_path_factory, redis_db, s3_endpoint) -> Iterator[Stack]:
     stack.db.dispose()
 
 
-@pytest.fixture
-def clean_stack(stack: Stack) -> Stack:
-    """The session's stack with empty tables."""
-    with stack.db.engine.begin() as conn:
+TABLES = ("outbox", "file_tags", "tags", "files", "api_keys", "auth_sessions", "users")
+
+
+def empty_tables(db: Database) -> None:
+    """Every table of the service emptied."""
+    with db.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             # Lock in the order the pipeline does (files, then outbox), waiting for the worker's
             # transactions instead of deadlocking with them, then empty the tables.
             conn.execute(text("LOCK TABLE files, outbox, users IN ACCESS EXCLUSIVE MODE"))
-            conn.execute(
-                text(
-                    "TRUNCATE outbox, file_tags, tags, files, api_keys, auth_sessions, users"
-                    " CASCADE"
-                )
-            )
+            conn.execute(text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
         else:
-            tables = ("outbox", "file_tags", "tags", "files", "api_keys", "auth_sessions", "users")
-            for table in tables:
+            for table in TABLES:
                 conn.execute(text(f"DELETE FROM {table}"))
+
+
+@pytest.fixture
+def clean_stack(stack: Stack) -> Stack:
+    """The session's stack with empty tables."""
+    empty_tables(stack.db)
     return stack
 
 

@@ -61,6 +61,7 @@ def test_reconcile_runs_once(app):
         "failed": 0,
         "requeued": 0,
         "reaped": 0,
+        "repaired": 0,
     }
 
 
@@ -193,3 +194,35 @@ def test_make_admin_and_revoke_a_key(app, client):
     assert (
         json.loads(cli(app, "users", "make-admin", "alice", "--revoke").output)["is_admin"] is False
     )
+
+
+def test_accounts_kept_apart_by_migration_answer_to_their_own_spelling(app, client, clean_stack):
+    """Migration 0003 kept ``alice`` and ``ALICE`` apart (ALICE's key marked with its id): the
+    operator naming ALICE changes ALICE, and ALICE logs in by her name."""
+    from sqlalchemy import insert, select
+
+    from common.models import User
+
+    assert cli(app, "users", "create", "alice", "--email", "a@example.com", "--no-password")
+    with clean_stack.db.session() as session:
+        session.execute(
+            insert(User).values(
+                username="ALICE",
+                email="upper@example.com",
+                username_key="alice#dup-2",
+                email_key="upper@example.com",
+            )
+        )
+    for args in (("set-password", "ALICE", "--password-stdin"), ("make-admin", "ALICE")):
+        result = cli(app, "users", *args, stdin="upper password\n")
+        assert result.exit_code == 0, result.output
+    with clean_stack.db.session() as session:
+        rows = dict(session.execute(select(User.username, User.is_admin)).all())
+        hashes = dict(session.execute(select(User.username, User.password_hash)).all())
+    assert rows == {"alice": False, "ALICE": True}
+    assert hashes["alice"] is None and hashes["ALICE"]
+    tokens = client.post(
+        "/api/v2/auth/token", json={"username": "ALICE", "password": "upper password"}
+    ).json
+    me = client.get("/api/v2/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
+    assert me.json["username"] == "ALICE"

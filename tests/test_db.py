@@ -63,19 +63,15 @@ def test_sqlite_reads_see_committed_writes(tmp_path):
 
 def test_users_that_collide_under_the_new_rule_are_kept_apart_and_reported(tmp_path, caplog):
     """Migration 0003 on a database whose users differ only by case or width."""
-    from alembic import command
-    from alembic.config import Config
     from sqlalchemy import text
 
     from common.db import Database
-    from tests.conftest import ROOT
+    from tests.conftest import migrate
 
-    db = Database(f"sqlite:///{tmp_path / 'old.db'}")
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["configure_logger"] = False
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    db = Database(url)
+    migrate(url, "0002")
     with db.engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0002")
         for username, email in [
             ("admin", "admin@example.com"),
             ("Admin", "other@example.com"),
@@ -88,9 +84,8 @@ def test_users_that_collide_under_the_new_rule_are_kept_apart_and_reported(tmp_p
                 ),
                 {"u": username, "e": email},
             )
-    with caplog.at_level("WARNING"), db.engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    with caplog.at_level("WARNING"):
+        migrate(url)
     with db.engine.connect() as connection:
         rows = connection.execute(
             text("SELECT id, username, username_key, email_key FROM users ORDER BY id")
@@ -104,3 +99,47 @@ def test_users_that_collide_under_the_new_rule_are_kept_apart_and_reported(tmp_p
     assert rows[2].email_key == f"admin@example.com#dup-{rows[2].id}"
     reported = [r.getMessage() for r in caplog.records if "kept apart" in r.getMessage()]
     assert len(reported) == 3  # two usernames and one address
+
+
+def test_libpq_options_in_the_url_are_kept_beside_the_timeout(tmp_path):
+    """``?options=-c search_path=app`` and ``connect_timeout`` in DATABASE_URL stay what the
+    URL says: the migrations and the API both use schema ``app``, and a registration works."""
+    import uuid
+
+    import psycopg
+
+    from tests.conftest import PG_URL, migrate, settings_for
+
+    name = f"opt_{uuid.uuid4().hex[:8]}"
+    admin = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_URL.rsplit("/", 1)[0] + "/" + name
+    try:
+        with psycopg.connect(base.replace("+psycopg", ""), autocommit=True) as conn:
+            conn.execute("CREATE SCHEMA app")
+        url = base + "?options=-c%20search_path%3Dapp&connect_timeout=7"
+        migrate(url)
+        db = Database(url, timeout=2)
+        with db.engine.connect() as connection:
+            assert connection.exec_driver_sql("SHOW search_path").scalar() == "app"
+            assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "2s"
+            assert (
+                connection.connection.dbapi_connection.info.get_parameters()["connect_timeout"]
+                == "7"
+            )
+        db.dispose()
+        from api import create_app
+
+        app = create_app(settings_for(tmp_path, database_url=url))
+        reply = app.test_client().post(
+            "/api/v2/users",
+            json={"username": "alice", "email": "a@example.com", "password": "long enough"},
+        )
+        app.extensions["pipeline"].close()
+        assert reply.status_code == 201, reply.json
+        with psycopg.connect(base.replace("+psycopg", "")) as conn:
+            assert conn.execute("SELECT username FROM app.users").fetchall() == [("alice",)]
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

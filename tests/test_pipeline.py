@@ -16,38 +16,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy import event, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from common.models import File, FileStatus, OutboxEntry, OutboxKind
 from common.pipeline import Pipeline
-from common.queue import SENTINEL, Publisher
 from common.reconcile import ORPHAN_AGE, reconcile
 from common.staging import StagedUpload
-from common.storage import from_settings
 from tests import samples
-from tests.conftest import REDIS_SERVER
-
-
-@pytest.fixture
-def quiet_redis(redis_db):
-    """A Redis database no worker listens on: published tasks wait there. It holds the
-    service's sentinel, as a broker that has not lost its data does."""
-    client = redis.Redis.from_url(f"{REDIS_SERVER}/{redis_db + 1}")
-    client.flushdb()
-    client.set(SENTINEL, 1)
-    yield client
-    client.flushdb()
-
-
-def quiet_url(client) -> str:
-    return f"{REDIS_SERVER}/{client.connection_pool.connection_kwargs['db']}"
-
-
-def make_pipeline(stack, redis_url: str, **overrides) -> Pipeline:
-    settings = replace(stack.settings, redis_url=redis_url, **overrides)
-    return Pipeline(settings, stack.db, from_settings(settings), Publisher(settings))
+from tests.pipelines import accept, make_pipeline, outbox_kinds, quiet_url, stage_bytes, status_of
 
 
 @pytest.fixture
@@ -56,39 +33,6 @@ def pipeline(clean_stack, quiet_redis):
     yield pipeline
     pipeline.marks.close()
     pipeline.publisher.close()
-
-
-def stage_bytes(
-    pipeline: Pipeline, data: bytes, ext: str = "txt", original: str | None = None
-) -> StagedUpload:
-    import hashlib
-
-    from common.naming import generate_name
-    from common.staging import staged_path
-
-    now = datetime.now(UTC)
-    name = generate_name(ext, now)
-    path = staged_path(pipeline.settings.staging_dir, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return StagedUpload(
-        path, name, original or f"a.{ext}", ext, len(data), hashlib.sha256(data).hexdigest(), now
-    )
-
-
-def accept(pipeline: Pipeline, data: bytes, ext: str = "txt", original: str | None = None) -> File:
-    return pipeline.accept(stage_bytes(pipeline, data, ext, original))
-
-
-def status_of(pipeline: Pipeline, file_id: int) -> File:
-    with pipeline.db.session() as session:
-        return session.get(File, file_id)
-
-
-def outbox_kinds(pipeline: Pipeline, file_id: int) -> list[str]:
-    with pipeline.db.session() as session:
-        rows = session.scalars(select(OutboxEntry.kind).where(OutboxEntry.file_id == file_id))
-        return sorted(k.value for k in rows)
 
 
 def test_accept_writes_row_and_outbox_and_publishes(pipeline, quiet_redis):
@@ -570,4 +514,27 @@ def test_an_unexpected_error_leaves_the_claim_to_lapse_and_the_reconciler_hands_
     report = reconcile(pipeline)
     assert (report.reclaimed, report.published) == (1, 1)
     assert quiet_redis.llen("uploads") == 1
+    assert pipeline.ingest(file.id) == FileStatus.STORED
+
+
+def test_a_delivery_whose_lease_lapsed_leaves_the_new_holders_entry(pipeline, quiet_redis):
+    """A claims and pauses past its lease; the reconciler hands the file to B; A's push is
+    refused. B then dies: the reconciler must still be able to bring the file back."""
+    from common.pipeline.ingest import Claimed
+    from tests.test_pipeline_invariants import FaultyStorage, advance
+
+    file = accept(pipeline, b"two holders")
+    a = pipeline.take(file.id)
+    assert isinstance(a, Claimed)
+    advance(pipeline, pipeline.settings.claim_lease + 1)
+    assert reconcile(pipeline).reclaimed == 1
+    b = pipeline.take(file.id)
+    assert isinstance(b, Claimed)
+    refusing = FaultyStorage(pipeline.storage)
+    refusing.mode = "refuses"
+    assert replace(pipeline, storage=refusing).work(a) == FileStatus.PROCESSING
+    assert outbox_kinds(pipeline, file.id) == ["ingest"]
+    advance(pipeline, pipeline.settings.claim_lease + 1)  # B died
+    report = reconcile(pipeline)
+    assert (report.reclaimed, report.repaired, report.published) == (1, 0, 1)
     assert pipeline.ingest(file.id) == FileStatus.STORED

@@ -34,6 +34,7 @@ def test_values_are_coerced():
         ("MAX_UPLOAD_MB", "0"),
         ("STORAGE_BACKEND", "ftp"),
         ("REDIS_URL", "localhost:6379"),
+        ("REDIS_URL", "unix:///run/redis.sock"),
         ("DATABASE_URL", "not a url"),
         ("ALLOWED_EXTENSIONS", "exe"),
         ("RATELIMIT_UPLOAD", "five per minute"),

@@ -308,6 +308,24 @@ def test_login_is_rate_limited_per_address_and_per_username(clean_stack, tmp_pat
         assert [attempt(f"user{i}", "198.51.100.3") for i in range(3)] == [401] * 3
         assert attempt("carol", "198.51.100.3") == 429  # this address's budget
         assert attempt("carol", "198.51.100.4") == 401
+        # One budget per account, however it is named: username, email, or email beside a
+        # null username.
+        assert register(server.url, "dave").status_code == 201
+        logins = [
+            {"username": "dave"},
+            {"email": "dave@example.com"},
+            {"username": None, "email": "DAVE@example.com"},
+            {"username": "dave@example.com"},
+        ]
+        codes = [
+            requests.post(
+                server.url + "/api/v2/auth/token",
+                json=login | {"password": "wrong password"},
+                headers={"X-Forwarded-For": f"198.51.100.{10 + i}"},
+            ).status_code
+            for i, login in enumerate(logins)
+        ]
+        assert codes == [401, 401, 401, 429]
     finally:
         server.stop()
         redis_server.stop()
@@ -327,6 +345,13 @@ def test_closed_registration_is_for_admins(clean_stack, tmp_path):
         new = {"username": "carol", "email": "carol@example.com", "password": PASSWORD}
         refused = alice.post("/api/v2/users", json=new)
         assert refused.status_code == 403 and refused.json()["code"] == "FORBIDDEN"
+        reader = root.post("/api/v2/keys", json={"name": "reader", "scopes": ["files:read"]})
+        by_key = requests.post(
+            closed.url + "/api/v2/users",
+            json=new,
+            headers={"Authorization": f"Bearer {reader.json()['key']}"},
+        )
+        assert by_key.status_code == 403 and by_key.json()["code"] == "INSUFFICIENT_SCOPE"
         assert root.post("/api/v2/users", json=new).status_code == 201
         assert log_in(closed.url, "carol").status_code == 200
     finally:

@@ -16,10 +16,10 @@ import functools
 from dataclasses import dataclass
 
 from flask import Flask, current_app, g, request
-from sqlalchemy import ColumnElement, true
+from sqlalchemy import ColumnElement, or_, select, true
 
 from api.errors import ApiError
-from common.models import File
+from common.models import File, User, identity_key
 from common.settings import Settings
 
 REALM = 'Bearer realm="upload-pipeline"'
@@ -126,6 +126,36 @@ def guarded(scope: str | None, *, v1: bool = False):
         return checked
 
     return decorate
+
+
+def account_named(session, login: str) -> User | None:
+    """The account a login names: the username spelt exactly so, else the one that compares
+    equal (NFKC with case folding), else the email address. Accounts that migration 0003 kept
+    apart (``alice``, ``ALICE``) each answer to their own spelling."""
+    key = identity_key(login)
+    users = session.scalars(
+        select(User).where(
+            or_(User.username == login, User.username_key == key, User.email_key == key)
+        )
+    ).all()
+    for matches in (
+        lambda u: u.username == login,
+        lambda u: u.username_key == key,
+        lambda u: u.email_key == key,
+    ):
+        found = [u for u in users if matches(u)]
+        if found:
+            return found[0]
+    return None
+
+
+def require_admin(who: Caller) -> None:
+    """Actions on accounts are for an admin who logged in with a password: an API key acts on
+    files only, whoever owns it (403 ``INSUFFICIENT_SCOPE`` naming ``account``)."""
+    if not who.is_admin:
+        raise forbidden()
+    if ACCOUNT not in who.scopes:
+        raise insufficient_scope(ACCOUNT)
 
 
 def caller() -> Caller | None:

@@ -13,7 +13,7 @@ from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from api.auth import caller, forbidden, guarded
+from api.auth import ACCOUNT, caller, guarded, require_admin
 from api.bodies import json_object_body
 from api.errors import ApiError
 from api.schemas import UserIn, UserList, UserOut, replies, spec
@@ -33,7 +33,7 @@ def list_users():
     """All users, ordered by id."""
     who = caller()
     query = select(User).order_by(User.id)
-    if who is not None and not who.is_admin:
+    if who is not None and not (who.is_admin and ACCOUNT in who.scopes):
         query = query.where(User.id == who.user_id)
     with current_app.extensions["pipeline"].db.session() as session:
         users = session.scalars(query).all()
@@ -46,8 +46,8 @@ def admin_only(view):
     @functools.wraps(view)
     def checked(*args, **kwargs):
         who = caller()
-        if who is not None and not who.is_admin:
-            raise forbidden()
+        if who is not None:
+            require_admin(who)
         return view(*args, **kwargs)
 
     return checked

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
-from sqlalchemy import or_, select, update
+from sqlalchemy import update
 
 from api.auth import (
     ACCOUNT,
     REALM,
+    account_named,
     authenticate,
     bearer_token,
     insufficient_scope,
@@ -19,7 +20,7 @@ from api.bodies import json_object, json_object_body
 from api.errors import ApiError
 from api.schemas import replies, spec_v2
 from api.v2.schemas import Login, RefreshBody, TokenPair
-from common.models import User, identity_key
+from common.models import User
 
 bp = Blueprint("v2_auth", __name__, url_prefix="/api/v2/auth")
 
@@ -43,12 +44,9 @@ def invalid_credentials() -> ApiError:
 def log_in():
     """Exchange a username (or email) and password for an access and a refresh token."""
     body: Login = request.context.json
-    key = identity_key(body.login)
     db = current_app.extensions["pipeline"].db
     with db.reading() as session:
-        user = session.scalars(
-            select(User).where(or_(User.username_key == key, User.email_key == key))
-        ).first()
+        user = account_named(session, body.login)
     # An unknown user is checked against a dummy hash: the answer takes as long either way.
     if not passwords.verify(user.password_hash if user else None, body.password):
         raise invalid_credentials()

@@ -92,6 +92,7 @@ def bulk():
 def _tag(found: dict[str, int], tags: list[str]) -> dict[str, str]:
     """Add ``tags`` to every file that stays within MAX_TAGS; the others fail alone."""
     with pipeline().db.session() as session:
+        labels.lock_files(session, found.values())
         rows = session.execute(
             select(FileTag.file_id, Tag.name)
             .join(Tag, Tag.id == FileTag.tag_id)

@@ -331,6 +331,7 @@ def patch(name: str):
         values["original_name"] = _renamed(file.original_name, body.original_name)
         values["search_name"] = search_key(values["original_name"])
     with pipeline().db.session() as session:
+        labels.lock_files(session, [file.id])
         current = labels.tags_of(session, [file.id])[file.id]
         wanted = sorted((set(current if replace is None else replace) | set(add)) - remove)
         if len(wanted) > labels.MAX_TAGS:

@@ -14,6 +14,9 @@ from api.v2.schemas import KeyCreated, KeyIn, KeyList
 from common.fileinfo import iso_z
 from common.models import ApiKey
 
+#: The largest id an ``Integer`` column holds (PostgreSQL's int4).
+MAX_ID = 2**31 - 1
+
 bp = Blueprint("v2_keys", __name__, url_prefix="/api/v2")
 
 
@@ -54,6 +57,10 @@ def list_keys():
 @spec_v2.validate(resp=replies({"HTTP_204": None}, 401, 403, 404), tags=["keys"])
 def revoke_key(key_id: int):
     """Revoke a key: it is refused from the next request on."""
+    if key_id > MAX_ID:  # beyond what the id column holds: no such key could exist
+        raise ApiError(
+            400, "VALIDATION_ERROR", "Неверные данные", details={"key_id": "out of range"}
+        )
     who = current_caller()
     if not keys.revoke(key_id, None if who.is_admin else who.user_id):
         raise ApiError(404, "KEY_NOT_FOUND", "Ключ не найден")

@@ -36,6 +36,8 @@ Password = Annotated[
 Scope = Literal[KEY_SCOPES]
 #: Every status, ``deleted`` too: a v2 listing may ask for deleted files by name.
 AnyStatus = Literal[tuple(s.value for s in FileStatus)]
+#: The largest size a ``BigInteger`` column holds.
+MAX_SIZE = 2**63 - 1
 SORTS = ("uploaded_at", "name", "original_name", "size")
 Sort = Literal[tuple(s for key in SORTS for s in (key, f"-{key}"))]
 
@@ -149,7 +151,14 @@ Label = Annotated[Printable, StringConstraints(min_length=1, max_length=200)]
 
 
 def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    """The moment in UTC; one that falls outside years 1-9999 once its offset is applied
+    (``0001-01-01T00:00+01:00``) is refused, as no database column could hold it."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range once converted to UTC") from None
 
 
 #: An ISO 8601 date or date and time; without a zone it is UTC.
@@ -179,8 +188,8 @@ class FileListQuery(BaseModel):
     content_type: ContentType | None = Field(
         None, description="exact (image/png) or a family (image/*)"
     )
-    min_size: int | None = Field(None, ge=0, description="bytes, at least")
-    max_size: int | None = Field(None, ge=0, description="bytes, at most")
+    min_size: int | None = Field(None, ge=0, le=MAX_SIZE, description="bytes, at least")
+    max_size: int | None = Field(None, ge=0, le=MAX_SIZE, description="bytes, at most")
     uploaded_after: Moment | None = Field(None, description="ISO 8601; no zone: UTC")
     uploaded_before: Moment | None = Field(None, description="ISO 8601; no zone: UTC")
     owner: str | None = Field(

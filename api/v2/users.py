@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from api.auth import authenticate, forbidden, guarded, passwords, unauthorized
+from api.auth import authenticate, guarded, passwords, require_admin, unauthorized
 from api.bodies import json_object_body
 from api.schemas import Status, replies, spec_v2
 from api.v1.users import user_exists
@@ -29,9 +29,8 @@ def user_object(user: User) -> dict:
 
 def _registration_allowed() -> None:
     """REGISTRATION=closed: only an admin creates accounts (the CLI needs no route)."""
-    closed = current_app.extensions["settings"].registration == "closed"
-    if closed and not authenticate().is_admin:
-        raise forbidden()
+    if current_app.extensions["settings"].registration == "closed":
+        require_admin(authenticate())
 
 
 @bp.post("/users")

@@ -14,6 +14,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import ColumnElement, select, update
@@ -36,6 +37,17 @@ from common.storage import (
 
 log = logging.getLogger(__name__)
 
+#: Final for ingest: nothing left for an ingest task to do.
+FINISHED = (FileStatus.DELETED, FileStatus.REJECTED, FileStatus.STORED)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A file this delivery holds under ``claim``, as it was when claimed."""
+
+    file: File
+    claim: str
+
 
 class Ingest(Stage):
     def ingest(self, file_id: int) -> FileStatus | None:
@@ -47,6 +59,12 @@ class Ingest(Stage):
         ``StorageUnavailable``, ``StorageIntegrityError`` and database errors for the task to
         retry, after releasing the claim.
         """
+        taken = self.take(file_id)
+        return self.work(taken) if isinstance(taken, Claimed) else taken
+
+    def take(self, file_id: int) -> Claimed | FileStatus | None:
+        """The first step of ``ingest``: claim the file for this delivery, or settle what
+        another one finished (its status then; None when there is no such file)."""
         claim = _new_claim()
         file = self._claim(file_id, claim)
         if file is None:
@@ -56,8 +74,13 @@ class Ingest(Stage):
                 return self._settle(file)
             log.info("file %s is being processed under claim %s", file_id, file.claim)
             return file.status
+        return Claimed(file, claim)
+
+    def work(self, taken: Claimed) -> FileStatus:
+        """The second step of ``ingest``: verify and push a claimed file, renewing the lease."""
+        file, claim = taken.file, taken.claim
         try:
-            with self._renewing(file_id, claim):
+            with self._renewing(file.id, claim):
                 try:
                     return self._verify_and_push(file, claim)
                 except FileNotFoundError:  # the staged copy vanished: another delivery finished
@@ -69,7 +92,7 @@ class Ingest(Stage):
             # The task retries: give the file back for it. Anything else (a bug, the soft
             # time limit) leaves the claim to lapse; the reconciler then hands the file out
             # again, at most OUTBOX_MAX_PUBLISHES times.
-            self._release(file_id, claim)
+            self._release(file.id, claim)
             raise
 
     def _claim(self, file_id: int, claim: str) -> File | None:
@@ -193,12 +216,15 @@ class Ingest(Stage):
         return status
 
     def _settle(self, file: File) -> FileStatus:
-        """Bookkeeping for a file some other delivery already finished (or that was deleted)."""
+        """Bookkeeping for a file some other delivery already finished (or that was deleted).
+
+        A file still open (another delivery took it over after this one's lease lapsed) keeps
+        its ingest entry: that delivery may die too, and the entry is what brings it back.
+        """
         if file.status == FileStatus.DELETED:
             self.storage.delete(file.name)  # a push that raced the delete leaves no object
-        if file.status in (FileStatus.DELETED, FileStatus.REJECTED, FileStatus.STORED):
+        if file.status in FINISHED:
             remove_staged(staged_path(self.settings.staging_dir, file.name))
-        if file.status != FileStatus.FAILED:
             self._drop(file.id, OutboxKind.INGEST)
         return file.status
 

@@ -67,7 +67,7 @@ class Intake(Stage):
             file = query.one_or_none()
             if file is None or not transition(session, file.id, FileStatus.DELETED):
                 return False
-            outbox.add(session, file.id, OutboxKind.DELETE)
+            outbox.replace_with_delete(session, [file.id])
             file_id = file.id
         remove_staged(staged_path(self.settings.staging_dir, name))
         try:
@@ -94,7 +94,7 @@ class Intake(Stage):
                     .returning(File.id)
                 )
             )
-            outbox.add_many(session, deleted, OutboxKind.DELETE)
+            outbox.replace_with_delete(session, deleted)
             names = dict(
                 session.execute(select(File.id, File.name).where(File.id.in_(deleted))).all()
             )

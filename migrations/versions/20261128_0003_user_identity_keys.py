@@ -31,8 +31,10 @@ def _key(text: str) -> str:
 
 def upgrade() -> None:
     with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("username_key", sa.String(length=256), nullable=True))
-        batch_op.add_column(sa.Column("email_key", sa.String(length=1024), nullable=True))
+        # Text: NFKC with case folding can make a name 18 times longer (U+FDFA); 0006 widens
+        # the columns where an earlier version of this migration made them shorter.
+        batch_op.add_column(sa.Column("username_key", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("email_key", sa.Text(), nullable=True))
     users = sa.table(
         "users",
         sa.column("id", sa.Integer),
@@ -64,8 +66,8 @@ def upgrade() -> None:
             keys[f"{field}_key"] = key
         connection.execute(sa.update(users).where(users.c.id == user_id).values(**keys))
     with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.alter_column("username_key", existing_type=sa.String(256), nullable=False)
-        batch_op.alter_column("email_key", existing_type=sa.String(1024), nullable=False)
+        batch_op.alter_column("username_key", existing_type=sa.Text(), nullable=False)
+        batch_op.alter_column("email_key", existing_type=sa.Text(), nullable=False)
         batch_op.create_unique_constraint("uq_users_username_key", ["username_key"])
         batch_op.create_unique_constraint("uq_users_email_key", ["email_key"])
 

@@ -30,7 +30,9 @@ def _key(text: str) -> str:
 
 def upgrade() -> None:
     with op.batch_alter_table("files", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("search_name", sa.String(length=1024), nullable=True))
+        # Text: NFKC with case folding can make a name 18 times longer (U+FDFA); 0006 widens
+        # the column where an earlier version of this migration made it String(1024).
+        batch_op.add_column(sa.Column("search_name", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("category", sa.String(length=64), nullable=True))
         batch_op.create_index("ix_files_owner_name", ["owner_id", "name"])
         batch_op.create_index(

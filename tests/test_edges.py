@@ -1,0 +1,184 @@
+"""Edges where what the API accepts meets what the database holds, over gunicorn on both
+databases: every value at its limits is a 400 (never a 500), names that grow under Unicode
+normalisation fit, concurrent tag changes keep a file within its tags, each listing filter is
+bound into the cursor, and an admin's key stays a key."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import requests
+
+from tests.accounts import PASSWORD, account, make_admin, register
+
+#: U+FDFA ARABIC LIGATURE SALLALLAHOU ALAYHE WASALLAM: 18 characters once NFKC-normalised.
+LONGEST = "\ufdfa"
+
+
+def upload(user, name: str, data: bytes = b"text", **form) -> dict:
+    reply = user.post("/api/v2/files", files={"file": (name, data)}, data=form)
+    assert reply.status_code == 201, reply.text
+    return reply.json()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"min_size": str(10**20)},
+        {"max_size": str(2**63)},
+        {"min_size": "-1"},
+        {"uploaded_after": "0001-01-01T00:00+01:00"},
+        {"uploaded_before": "9999-12-31T23:00-02:00"},
+        {"limit": "1001"},
+        {"limit": "0"},
+        {"q": "x" * 256},
+        {"prefix": "x" * 65},
+        {"tag": "x" * 201},
+        {"content_type": "a/" + "b" * 200},
+    ],
+    ids=lambda p: f"{next(iter(p))}={next(iter(p.values()))[:24]}",
+)
+def test_listing_values_beyond_the_columns_are_400(token_api, params):
+    alice = account(token_api, "alice")
+    reply = alice.get("/api/v2/files", params=params)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["code"] in ("VALIDATION_ERROR", "INVALID_LIMIT")
+    assert next(iter(params)) in reply.text
+
+
+def test_listing_values_at_the_columns_edge_answer(token_api):
+    alice = account(token_api, "alice")
+    upload(alice, "edge.txt")
+    for params in (
+        {"min_size": "0", "max_size": str(2**63 - 1)},
+        {"uploaded_after": "0001-01-01T00:00:00Z", "uploaded_before": "9999-12-31T23:59:59Z"},
+    ):
+        reply = alice.get("/api/v2/files", params=params)
+        assert reply.status_code == 200, reply.text
+        assert [f["original_name"] for f in reply.json()["items"]] == ["edge.txt"]
+
+
+def test_key_ids_beyond_the_column_are_400(token_api):
+    alice = account(token_api, "alice")
+    for key_id in ("99999999999999999999", str(2**31)):
+        reply = alice.delete(f"/api/v2/keys/{key_id}")
+        assert reply.status_code == 400, reply.text
+        assert reply.json()["code"] == "VALIDATION_ERROR"
+    assert alice.delete(f"/api/v2/keys/{2**31 - 1}").status_code == 404
+
+
+def test_names_that_grow_under_normalisation_fit(token_api):
+    """A 64-character username and a 255-character file name of U+FDFA: 1152 and 4590
+    characters once normalised; registration, log-in, upload, search and rename answer."""
+    username = LONGEST * 64
+    body = {"username": username, "email": "long@example.com", "password": PASSWORD}
+    created = requests.post(token_api + "/api/v2/users", json=body)
+    assert created.status_code == 201, created.text
+    # An address that grows past what a unique index holds (2048 bytes) is refused, not a 500.
+    too_long = register(token_api, LONGEST * 64)
+    assert too_long.status_code == 400 and "email" in too_long.json()["details"]
+    token = requests.post(
+        token_api + "/api/v2/auth/token", json={"username": username, "password": PASSWORD}
+    )
+    assert token.status_code == 200, token.text
+    alice = account(token_api, "alice")
+    file = upload(alice, LONGEST * 251 + ".txt")
+    found = alice.get("/api/v2/files", params={"q": LONGEST * 3})
+    assert [f["name"] for f in found.json()["items"]] == [file["name"]]
+    renamed = alice.patch(
+        f"/api/v2/files/{file['name']}", json={"original_name": LONGEST * 250 + "x.txt"}
+    )
+    assert renamed.status_code == 200, renamed.text
+
+
+def race(*calls) -> list[requests.Response]:
+    """The calls' replies, each made in a thread of its own, all started at once."""
+    replies: list[requests.Response | None] = [None] * len(calls)
+    barrier = threading.Barrier(len(calls))
+
+    def run(index: int) -> None:
+        barrier.wait()
+        replies[index] = calls[index]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return replies
+
+
+def test_two_patches_adding_tags_keep_a_file_within_twenty(token_api):
+    alice = account(token_api, "alice")
+    file = upload(alice, "tagged.txt", tags=",".join(f"t{i}" for i in range(10)))
+    path = f"/api/v2/files/{file['name']}"
+    replies = race(
+        *(
+            lambda p=prefix: alice.patch(path, json={"add_tags": [f"{p}{i}" for i in range(10)]})
+            for prefix in ("a", "b")
+        )
+    )
+    assert sorted(r.status_code for r in replies) == [200, 400]
+    assert len(alice.get(path).json()["tags"]) == 20
+    assert alice.patch(path, json={"original_name": "renamed.txt"}).status_code == 200
+
+
+def test_bulk_tag_racing_a_patch_never_500s(token_api):
+    alice = account(token_api, "alice")
+    files = [upload(alice, f"f{i}.txt")["name"] for i in range(20)]
+    bulk_tag = {"action": "tag", "names": files, "tags": ["shared", "more"]}
+    for _ in range(3):
+        replies = race(
+            lambda: alice.post("/api/v2/files/bulk", json=bulk_tag),
+            lambda: alice.patch(
+                f"/api/v2/files/{files[7]}", json={"add_tags": ["shared", "other"]}
+            ),
+        )
+        assert [r.status_code for r in replies] == [200, 200], [r.text for r in replies]
+        untag = {"action": "untag", "names": files, "tags": ["shared"]}
+        assert alice.post("/api/v2/files/bulk", json=untag).status_code == 200
+    assert alice.get(f"/api/v2/files/{files[7]}").json()["tags"] == ["more", "other"]
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"prefix": "2"},
+        {"content_type": "text/*"},
+        {"min_size": "1"},
+        {"max_size": "1000"},
+        {"uploaded_after": "2000-01-01T00:00:00Z"},
+        {"uploaded_before": "2999-01-01T00:00:00Z"},
+        {"q": "f"},
+        {"tag": "t"},
+        {"category": "c"},
+        {"status": "stored"},
+        {"sort": "size"},
+    ],
+    ids=lambda p: next(iter(p)),
+)
+def test_a_cursor_reused_with_any_filter_changed_is_refused(token_api, changed):
+    alice = account(token_api, "alice")
+    for i in range(3):
+        upload(alice, f"f{i}.txt", tags="t", category="c")
+    first = alice.get("/api/v2/files", params={"limit": 1})
+    cursor = first.json()["next_cursor"]
+    assert cursor
+    reply = alice.get("/api/v2/files", params={"limit": 1, "cursor": cursor} | changed)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["code"] == "INVALID_CURSOR"
+    assert alice.get("/api/v2/files", params={"limit": 1, "cursor": cursor}).status_code == 200
+
+
+def test_an_admin_key_for_files_does_not_manage_accounts(token_api, clean_stack):
+    admin = make_admin(clean_stack.db, account(token_api, "root"))
+    key = admin.post("/api/v2/keys", json={"name": "reader", "scopes": ["files:read"]})
+    assert key.status_code == 201, key.text
+    headers = {"Authorization": f"Bearer {key.json()['key']}"}
+    body = {"username": "mallory", "email": "m@example.com"}
+    v1 = requests.post(token_api + "/api/v1/users", json=body, headers=headers)
+    assert v1.status_code == 403 and v1.json()["code"] == "INSUFFICIENT_SCOPE", v1.text
+    listed = requests.get(token_api + "/api/v1/users", headers=headers)
+    assert [u["username"] for u in listed.json()] == ["root"]
+    assert admin.post("/api/v1/users", json=body).status_code == 201  # the admin's own login
