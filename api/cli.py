@@ -146,26 +146,33 @@ def create_user(username: str, email: str, admin: bool, password_stdin: bool, no
 @users.command("set-password")
 @click.argument("username")
 @click.option("--password-stdin", is_flag=True, help="read the password from standard input")
-def set_password(username: str, password_stdin: bool):
-    """Set (or replace) a user's password; the user's logins are ended."""
+@click.option("--revoke-keys", is_flag=True, help="delete the user's API keys too")
+def set_password(username: str, password_stdin: bool, revoke_keys: bool):
+    """Set (or replace) a user's password; the user's logins are ended (and with
+    --revoke-keys their API keys, for a password that was stolen)."""
     password = _read_password(password_stdin)
     with _pipeline().db.session() as session:
         user = _user(session, username)
         user.password_hash = passwords.hash_password(password)
         user_id = user.id
     ended = sessions.revoke_all(user_id)
-    click.echo(json.dumps({"username": username, "sessions_revoked": ended}, ensure_ascii=False))
+    report = {"username": username, "sessions_revoked": ended}
+    if revoke_keys:
+        report["keys_revoked"] = api_keys.revoke_all(user_id)
+    click.echo(json.dumps(report, ensure_ascii=False))
 
 
 @users.command("make-admin")
 @click.argument("username")
 @click.option("--revoke", is_flag=True, help="take admin rights away instead")
 def make_admin(username: str, revoke: bool):
-    """Give a user admin rights (from their next login or token refresh)."""
+    """Give a user admin rights, or take them away: every token and key of theirs acts
+    with the new rights from its next request."""
     with _pipeline().db.session() as session:
         user = _user(session, username)
         user.is_admin = not revoke
         described = _described(user)
+    sessions.account_changed(described["id"])
     click.echo(json.dumps(described, ensure_ascii=False))
 
 

@@ -235,6 +235,8 @@ class Settings:
     jwt_secret_key: str | None = _setting("JWT_SECRET_KEY", None)
     jwt_access_ttl: int = _setting("JWT_ACCESS_TTL", 900, _positive_int)
     jwt_refresh_ttl: int = _setting("JWT_REFRESH_TTL", 30 * 24 * 3600, _positive_int)
+    # A login ends this long after its password check, however often it is refreshed.
+    session_max_age: int = _setting("SESSION_MAX_AGE", 30 * 24 * 3600, _positive_int)
     # Logins per client address, and per username.
     ratelimit_login: str = _setting("RATELIMIT_LOGIN", "10/minute", _limit)
 

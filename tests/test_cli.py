@@ -226,3 +226,38 @@ def test_accounts_kept_apart_by_migration_answer_to_their_own_spelling(app, clie
     ).json
     me = client.get("/api/v2/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
     assert me.json["username"] == "ALICE"
+
+
+def test_set_password_with_revoke_keys_ends_the_keys_too(app, client):
+    made = cli(
+        app,
+        "users",
+        "create",
+        "carol",
+        "--email",
+        "c@example.com",
+        "--password-stdin",
+        stdin="first password\n",
+    )
+    assert made.exit_code == 0, made.output
+    tokens = client.post(
+        "/api/v2/auth/token", json={"username": "carol", "password": "first password"}
+    ).json
+    auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+    key = client.post("/api/v2/keys", json={"name": "k"}, headers=auth).json["key"]
+    by_key = {"Authorization": f"Bearer {key}"}
+    assert client.get("/api/v2/files", headers=by_key).status_code == 200
+    kept = cli(app, "users", "set-password", "carol", "--password-stdin", stdin="second pass\n")
+    assert json.loads(kept.output) == {"username": "carol", "sessions_revoked": 1}
+    assert client.get("/api/v2/files", headers=by_key).status_code == 200  # keys stay
+    ended = cli(
+        app,
+        "users",
+        "set-password",
+        "carol",
+        "--password-stdin",
+        "--revoke-keys",
+        stdin="third pass!\n",
+    )
+    assert json.loads(ended.output)["keys_revoked"] == 1
+    assert client.get("/api/v2/files", headers=by_key).status_code == 401

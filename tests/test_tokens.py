@@ -11,7 +11,7 @@ import warnings
 
 import jwt
 import requests
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from common.models import ApiKey, File, User
 from tests.accounts import (
@@ -113,7 +113,6 @@ def test_refresh_rotates(token_api):
     second = _refresh(token_api, first["refresh_token"])
     assert second.status_code == 200
     assert second.json()["refresh_token"] != first["refresh_token"]
-    _invalid_token(_refresh(token_api, first["refresh_token"]))  # used once: never again
     third = _refresh(token_api, second.json()["refresh_token"])
     assert third.status_code == 200
     # In the body, as OAuth clients send it, works as well.
@@ -124,6 +123,57 @@ def test_refresh_rotates(token_api):
     assert fourth.status_code == 200
     alice.tokens = fourth.json()
     assert alice.get("/api/v2/me").status_code == 200
+
+
+def test_a_reused_refresh_token_ends_its_whole_login(token_api):
+    """RFC 9700 4.14.2: a rotated refresh token presented again means two holders; the
+    login ends for both, the newest pair included, and other logins go on."""
+    alice = account(token_api, "alice")
+    other = log_in(token_api, "alice").json()
+    stolen = alice.tokens["refresh_token"]
+    renewed = _refresh(token_api, stolen)
+    assert renewed.status_code == 200
+    alice.tokens = renewed.json()
+    _invalid_token(_refresh(token_api, stolen))
+    assert alice.get("/api/v2/me").status_code == 401
+    _invalid_token(_refresh(token_api, alice.tokens["refresh_token"]))
+    me = requests.get(
+        token_api + "/api/v2/me", headers={"Authorization": f"Bearer {other['access_token']}"}
+    )
+    assert me.status_code == 200
+
+
+def test_a_login_ends_after_session_max_age_however_it_is_refreshed(token_api, clean_stack):
+    from datetime import UTC, datetime, timedelta
+
+    from common.models import AuthSession
+
+    alice = account(token_api, "alice")
+    old = datetime.now(UTC) - timedelta(seconds=clean_stack.settings.session_max_age + 1)
+    with clean_stack.db.session() as session:
+        session.execute(update(AuthSession).values(created_at=old))
+    assert alice.get("/api/v2/me").status_code == 401
+    _invalid_token(_refresh(token_api, alice.tokens["refresh_token"]))
+
+
+def test_a_demotion_holds_from_the_next_request_for_tokens_and_keys(token_api, clean_stack):
+    from api import create_app
+
+    root = make_admin(clean_stack.db, account(token_api, "root"))
+    account(token_api, "bob")
+    key = root.post("/api/v2/keys", json={"name": "k", "scopes": ["files:read"]}).json()["key"]
+    by_key = {"Authorization": f"Bearer {key}"}
+    everyone = {"owner": "bob"}
+    assert root.get("/api/v2/files", params=everyone).status_code == 200
+    assert requests.get(token_api + "/api/v2/files", params=everyone, headers=by_key).ok
+    app = create_app(clean_stack.settings)
+    demoted = app.test_cli_runner().invoke(args=["users", "make-admin", "root", "--revoke"])
+    app.extensions["pipeline"].close()
+    assert demoted.exit_code == 0, demoted.output
+    assert root.get("/api/v2/files", params=everyone).status_code == 403
+    forbidden = requests.get(token_api + "/api/v2/files", params=everyone, headers=by_key)
+    assert forbidden.status_code == 403
+    assert root.get("/api/v2/me").json()["is_admin"] is False
 
 
 def test_a_refresh_token_is_not_an_access_token(token_api):

@@ -24,6 +24,9 @@ TTL = 60
 #: Outlives any fill that read the database before the revocation was committed.
 TOMBSTONE_TTL = 2 * TTL
 REVOKED = b"revoked"
+#: The account behind a credential changed (demoted, promoted): ask the database, and do not
+#: remember the answer until every fill that read the old state is over.
+STALE = b"stale"
 TIMEOUTS = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25}
 
 
@@ -36,6 +39,8 @@ class AuthCache:
         try:
             cached = self.redis.get(key)
         except (redis.RedisError, OSError):
+            return load()
+        if cached == STALE:
             return load()
         if cached is not None:
             return cached
@@ -52,6 +57,13 @@ class AuthCache:
             log.warning(
                 "revocation of %s not cached (Redis: %s); it holds within %d s", key, exc, TTL
             )
+
+    def invalidate(self, key: str) -> None:
+        """Call after a change of the account behind ``key`` is committed."""
+        try:
+            self.redis.set(key, STALE, ex=TOMBSTONE_TTL)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("change of %s not cached (Redis: %s); it holds within %d s", key, exc, TTL)
 
     def close(self) -> None:
         self.redis.close()

@@ -73,6 +73,25 @@ def revoke(key_id: int, owner_id: int | None) -> bool:
     return True
 
 
+def account_changed(user_id: int) -> None:
+    """The account's rights changed (committed): its keys answer from the database next."""
+    with _db().reading() as session:
+        digests = session.scalars(select(ApiKey.key_hash).where(ApiKey.user_id == user_id)).all()
+    for digest in digests:
+        current_app.extensions["auth_cache"].invalidate(_cache_key(digest))
+
+
+def revoke_all(user_id: int) -> int:
+    """Delete every key of a user (a password reset that ends them); how many there were."""
+    with _db().session() as session:
+        digests = session.scalars(
+            delete(ApiKey).where(ApiKey.user_id == user_id).returning(ApiKey.key_hash)
+        ).all()
+    for digest in digests:
+        current_app.extensions["auth_cache"].revoke(_cache_key(digest))
+    return len(digests)
+
+
 def caller_for(key: str) -> Caller:
     digest = digest_of(key)
 

@@ -1,17 +1,18 @@
 """Logins: a password check opens a session; its tokens carry the session's id.
 
-- access token: ``sub`` (user id), ``sid``, ``usr`` (username), ``adm`` (admin), 15 minutes;
+- access token: ``sub`` (user id), ``sid``, ``usr`` (username), ``adm`` (admin when issued:
+  for the client to read; the service asks the account), 15 minutes;
 - refresh token: ``sub``, ``sid``, and the ``jti`` the session expects next, 30 days.
 
 Refreshing swaps the session's expected ``jti`` in one conditional UPDATE, so a refresh token
-works once, also when two requests present it at the same moment; a used one is refused (the
-pair issued for it stays valid: a client whose reply got lost in transit and that retries must
-not lose a pair it may yet hold). Logging out revokes the session: its access and refresh
-tokens stop working at once.
+works once, also when two requests present it at the same moment; a used one presented again
+ends the login. Logging out revokes the session: its access and refresh tokens stop working at
+once.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
@@ -129,45 +130,71 @@ def _verify(token: str) -> dict[str, Any]:
 
 
 def caller_for(token: str) -> Caller:
-    """The caller an access token stands for, unless its session was revoked."""
+    """The caller an access token stands for, unless its login ended (logged out, reused
+    refresh token, SESSION_MAX_AGE, the account changed its password or was deleted). Who the
+    caller is (name, admin) is the account's now, never the token's claims: a demotion
+    holds from the next request on."""
     claims = _decode(token, "access")
-    if not is_live(claims["sid"]):
+    state = login_state(claims["sid"])
+    if state is None or state["user"] != int(claims["sub"]):
         raise unauthorized("the token has been revoked")
     return Caller(
-        user_id=int(claims["sub"]),
-        username=str(claims.get("usr", "")),
-        is_admin=claims.get("adm") is True,
+        user_id=state["user"],
+        username=state["username"],
+        is_admin=state["admin"],
         scopes=LOGIN_SCOPES,
         session_id=claims["sid"],
     )
 
 
-def is_live(session_id: str) -> bool:
-    def load() -> bytes:
-        with _db().reading() as session:
-            revoked_at = session.execute(
-                select(AuthSession.revoked_at).where(AuthSession.id == session_id)
-            ).first()
-        return b"ok" if revoked_at is not None and revoked_at[0] is None else REVOKED
+def login_state(session_id: str) -> dict[str, Any] | None:
+    """The account of a live login (``user``, ``username``, ``admin``); None once it ended."""
 
-    return _cache().lookup(_cache_key(session_id), load) == b"ok"
+    def load() -> bytes:
+        oldest = datetime.now(UTC) - timedelta(seconds=_max_age())
+        with _db().reading() as session:
+            row = session.execute(
+                select(User.id, User.username, User.is_admin, AuthSession.created_at)
+                .join(User, User.id == AuthSession.user_id)
+                .where(AuthSession.id == session_id, AuthSession.revoked_at.is_(None))
+            ).first()
+        if row is None or row.created_at <= oldest:
+            return REVOKED
+        state = {"user": row.id, "username": row.username, "admin": row.is_admin}
+        state["until"] = row.created_at.timestamp() + _max_age()
+        return json.dumps(state).encode()
+
+    cached = _cache().lookup(_cache_key(session_id), load)
+    if cached == REVOKED:
+        return None
+    state = json.loads(cached)
+    return state if state["until"] > time.time() else None
+
+
+def _max_age() -> int:
+    return current_app.extensions["settings"].session_max_age
 
 
 def refresh(token: str) -> dict[str, Any]:
-    """A new pair for a refresh token, which stops working."""
+    """A new pair for a refresh token, which stops working. A refresh token presented again
+    after it was used ends its whole login (RFC 9700, 4.14.2): either a thief or its owner
+    holds the newer one, and neither may go on. A login ends SESSION_MAX_AGE after its
+    password check, however often it was refreshed."""
     claims = _decode(token, "refresh")
     session_id, presented = claims["sid"], claims["jti"]
     next_jti = uuid.uuid4().hex
     ttl = current_app.extensions["settings"].jwt_refresh_ttl
     now = datetime.now(UTC)
+    live = (
+        AuthSession.id == session_id,
+        AuthSession.revoked_at.is_(None),
+        AuthSession.expires_at > now,
+        AuthSession.created_at > now - timedelta(seconds=_max_age()),
+    )
     with _db().session() as session:
         swapped = session.execute(
             update(AuthSession)
-            .where(
-                AuthSession.id == session_id,
-                AuthSession.refresh_jti == presented,
-                AuthSession.revoked_at.is_(None),
-            )
+            .where(*live, AuthSession.refresh_jti == presented)
             .values(refresh_jti=next_jti, expires_at=now + timedelta(seconds=ttl))
         ).rowcount
         user = session.scalars(
@@ -175,9 +202,10 @@ def refresh(token: str) -> dict[str, Any]:
             .join(AuthSession, AuthSession.user_id == User.id)
             .where(AuthSession.id == session_id)
         ).one_or_none()
-    if not swapped or user is None:
-        raise unauthorized("the refresh token has been used or revoked")
-    return token_pair(user, session_id, next_jti)
+    if swapped and user is not None:
+        return token_pair(user, session_id, next_jti)
+    revoke(session_id)  # reused, expired or already ended: the login is over either way
+    raise unauthorized("the refresh token has been used or revoked")
 
 
 def revoke(session_id: str) -> None:
@@ -188,6 +216,22 @@ def revoke(session_id: str) -> None:
             .values(revoked_at=datetime.now(UTC))
         )
     _cache().revoke(_cache_key(session_id))
+
+
+def account_changed(user_id: int) -> None:
+    """The account's name or rights changed (committed): every credential it has answers
+    from the database on its next use."""
+    from api.auth import keys
+
+    with _db().reading() as session:
+        session_ids = session.scalars(
+            select(AuthSession.id).where(
+                AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None)
+            )
+        ).all()
+    for session_id in session_ids:
+        _cache().invalidate(_cache_key(session_id))
+    keys.account_changed(user_id)
 
 
 def revoke_all(user_id: int) -> int:
