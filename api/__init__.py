@@ -18,6 +18,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from api.auth import init_auth
     from api.cli import init_cli
     from api.docs import init_docs
+    from api.headers import init_headers
     from api.hosts import init_hosts
     from api.limits import init_limits
     from api.observability import init_observability
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_hosts(app, settings)
     errors.register_error_handlers(app)
     init_observability(app)
+    init_headers(app)
     init_auth(app, settings)
     for blueprint in (health.bp, *v1.BLUEPRINTS, *v2.BLUEPRINTS, serve.bp):
         app.register_blueprint(blueprint)

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from tests.accounts import PASSWORD, account, make_admin, register
+from tests.conftest import wait_for_status
 
 #: U+FDFA ARABIC LIGATURE SALLALLAHOU ALAYHE WASALLAM: 18 characters once NFKC-normalised.
 LONGEST = "\ufdfa"
@@ -182,3 +183,26 @@ def test_an_admin_key_for_files_does_not_manage_accounts(token_api, clean_stack)
     listed = requests.get(token_api + "/api/v1/users", headers=headers)
     assert [u["username"] for u in listed.json()] == ["root"]
     assert admin.post("/api/v1/users", json=body).status_code == 201  # the admin's own login
+
+
+def test_headers_of_every_reply_and_of_sensitive_ones(token_api, clean_stack):
+    alice = account(token_api, "alice")
+    name = upload(alice, "h.txt")["name"]
+    wait_for_status(clean_stack.db, name, {"stored"})
+    for reply in (
+        requests.get(token_api + "/"),
+        requests.get(token_api + "/api/v2/files"),  # a 401
+        alice.get("/api/v2/files"),
+        requests.get(token_api + "/nowhere"),
+    ):
+        assert reply.headers["X-Content-Type-Options"] == "nosniff"
+    for path in ("/api/v2/me", "/api/v2/keys", f"/api/v2/files/{name}/download"):
+        reply = alice.get(path)
+        assert reply.status_code == 200 and reply.headers["Cache-Control"] == "no-store", path
+    docs = requests.get(token_api + "/docs/")
+    assert docs.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in docs.headers["Content-Security-Policy"]
+    login = requests.post(
+        token_api + "/api/v2/auth/token", json={"username": "alice", "password": PASSWORD}
+    )
+    assert login.status_code == 200 and "Retry-After" not in login.headers
