@@ -206,3 +206,17 @@ def test_headers_of_every_reply_and_of_sensitive_ones(token_api, clean_stack):
         token_api + "/api/v2/auth/token", json={"username": "alice", "password": PASSWORD}
     )
     assert login.status_code == 200 and "Retry-After" not in login.headers
+
+
+def test_repeatable_parameters_are_capped(token_api):
+    alice = account(token_api, "alice")
+    upload(alice, "t.txt", tags=",".join(f"t{i}" for i in range(20)))
+    twenty = [("tag", f"t{i}") for i in range(20)]
+    reply = alice.get("/api/v2/files", params=twenty)
+    assert reply.status_code == 200 and len(reply.json()["items"]) == 1
+    assert len(alice.get("/api/v2/files", params=twenty[:19]).json()["items"]) == 1
+    assert alice.get("/api/v2/files", params=[*twenty[1:], ("tag", "x")]).json()["items"] == []
+    reply = alice.get("/api/v2/files", params=[*twenty, ("tag", "t20")])
+    assert reply.status_code == 400 and "tag" in reply.json()["details"]
+    statuses = [("status", s) for s in ("pending", "stored") * 4]
+    assert alice.get("/api/v2/files", params=statuses).status_code == 400

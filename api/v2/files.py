@@ -154,7 +154,9 @@ class Listing:
             query = query.where(link.tag_id == _tag_id(tags[0]), link.owner_id == owner_key)
             key_column, id_column = link.uploaded_at, link.file_id
             tags = tags[1:]
-        query = query.where(owner_clause, *conditions, *(_tagged(tag) for tag in tags))
+        query = query.where(owner_clause, *conditions)
+        if tags:
+            query = query.where(_tagged_all(tags))
         if args.cursor is not None:
             key, file_id = cursors.decode(args.cursor, binding, 2)
             key = _key_value(column, key)
@@ -225,8 +227,17 @@ def _tag_id(name: str):
     return select(Tag.id).where(Tag.name == name).scalar_subquery()
 
 
-def _tagged(name: str) -> ColumnElement[bool]:
-    return File.id.in_(select(FileTag.file_id).where(FileTag.tag_id == _tag_id(name)))
+def _tagged_all(names: list[str]) -> ColumnElement[bool]:
+    """The file has every tag of ``names``: one subquery however many there are (a subquery a
+    tag made PostgreSQL's planning time grow steeply: 20 tags, half a second)."""
+    links = (
+        select(FileTag.file_id)
+        .join(Tag, Tag.id == FileTag.tag_id)
+        .where(Tag.name.in_(names))
+        .group_by(FileTag.file_id)
+        .having(func.count() == len(names))
+    )
+    return File.id.in_(links)
 
 
 def _owner(who: Caller, owner: str | None) -> tuple[ColumnElement[bool], Any, str | None]:

@@ -180,10 +180,16 @@ class FileListQuery(BaseModel):
         description="in the original name, any case, any script; % and _ are literal",
     )
     prefix: str | None = Field(None, max_length=64, description="stored name starts with this")
-    tag: list[Label] = Field(default_factory=list, description="repeatable: has every one")
+    tag: list[Label] = Field(
+        default_factory=list,
+        max_length=MAX_TAGS,
+        description=f"repeatable (at most {MAX_TAGS}, a file's most): has every one",
+    )
     category: Label | None = Field(None, description="in this category")
     status: list[AnyStatus] = Field(
-        default_factory=list, description="repeatable: any of these (default: all but deleted)"
+        default_factory=list,
+        max_length=len(FileStatus),
+        description="repeatable: any of these (default: all but deleted)",
     )
     content_type: ContentType | None = Field(
         None, description="exact (image/png) or a family (image/*)"
