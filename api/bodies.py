@@ -43,7 +43,24 @@ def json_object() -> dict:
         raise ApiError(
             400, "INVALID_JSON", "Ожидается JSON-объект", details="body must be an object"
         )
+    if not is_text(json.dumps(data, ensure_ascii=False)):
+        raise ApiError(
+            400,
+            "INVALID_JSON",
+            "Некорректный JSON",
+            details="a string holds a lone surrogate (\\ud800-\\udfff): not Unicode text",
+        )
     return data
+
+
+def is_text(value: str) -> bool:
+    """Whether ``value`` is Unicode text: JSON's ``\\ud800`` escapes decode to lone surrogates,
+    which no database column, log line or reply encoder takes."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_problem(cause: BaseException | None) -> str:

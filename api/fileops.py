@@ -14,8 +14,9 @@ from urllib.parse import urljoin
 
 from flask import current_app, request, url_for
 from sqlalchemy import Row, select
+from sqlalchemy.exc import IntegrityError
 
-from api.auth import Caller, visible_files
+from api.auth import Caller, unauthorized, visible_files
 from api.errors import ApiError
 from api.multipart import stage_upload
 from api.observability import UPLOAD_BYTES, UPLOADS_ACCEPTED
@@ -222,9 +223,14 @@ def accept_upload(owner: Caller | None, *, labelled: bool = False) -> Row:
     except labels.InvalidLabel as exc:
         remove_staged(staged.path)
         raise invalid_label(exc) from None
-    file = pipeline().accept(
-        staged, owner_id=owner.user_id if owner else None, category=category, tags=tags
-    )
+    try:
+        file = pipeline().accept(
+            staged, owner_id=owner.user_id if owner else None, category=category, tags=tags
+        )
+    except IntegrityError:  # the owner's row is gone (accept removed the staged bytes)
+        if owner is None:
+            raise
+        raise unauthorized("the account no longer exists") from None
     UPLOADS_ACCEPTED.inc()
     UPLOAD_BYTES.inc(file.size)
     return _AcceptedRow(file, owner.username if owner else None, tags)

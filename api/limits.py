@@ -76,14 +76,15 @@ def login_name_key() -> str:
     from flask import current_app
 
     from api.auth import account_named
+    from api.bodies import is_text
     from common.models import identity_key
 
     body = request.get_json(silent=True)
     value = None
     if isinstance(body, dict):
         value = body.get("username") if body.get("username") is not None else body.get("email")
-    if not isinstance(value, str) or not value:
-        return "login:-"
+    if not isinstance(value, str) or not value or not is_text(value):
+        return "login:-"  # refused by the route's validation
     with current_app.extensions["pipeline"].db.reading() as session:
         user = account_named(session, value)
     return f"login:user:{user.id}" if user else f"login:name:{identity_key(value)[:254]}"

@@ -6,6 +6,7 @@ bound into the cursor, and an admin's key stays a key."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 import requests
@@ -220,3 +221,47 @@ def test_repeatable_parameters_are_capped(token_api):
     assert reply.status_code == 400 and "tag" in reply.json()["details"]
     statuses = [("status", s) for s in ("pending", "stored") * 4]
     assert alice.get("/api/v2/files", params=statuses).status_code == 400
+
+
+def test_lone_surrogates_in_any_json_body_are_400(token_api):
+    alice = account(token_api, "alice")
+    name = upload(alice, "s.txt")["name"]
+    lone = '"a\\ud800"'
+    bodies = [
+        ("post", "/api/v2/auth/token", '{"username": LONE, "password": "whatever1"}'),
+        ("post", "/api/v2/auth/token", '{"username": "alice", "password": LONE}'),
+        (
+            "post",
+            "/api/v2/users",
+            '{"username": LONE, "email": "x@e.com", "password": "whatever1"}',
+        ),
+        ("post", "/api/v2/keys", '{"name": LONE}'),
+        ("patch", f"/api/v2/files/{name}", '{"original_name": LONE}'),
+        ("patch", f"/api/v2/files/{name}", '{"add_tags": [LONE]}'),
+        ("post", "/api/v2/files/bulk", '{"action": "delete", "names": [LONE]}'),
+    ]
+    for method, path, body in bodies:
+        reply = getattr(alice, method)(
+            path,
+            data=body.replace("LONE", lone).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert reply.status_code == 400, (path, reply.text)
+        assert reply.json()["code"] == "INVALID_JSON"
+
+
+def test_an_upload_by_a_deleted_accounts_token_is_401(token_api, clean_stack):
+    from sqlalchemy import delete
+
+    from common.models import User
+
+    alice = account(token_api, "alice")
+    assert alice.get("/api/v2/me").status_code == 200  # its login is cached now
+    with clean_stack.db.session() as session:
+        session.execute(delete(User).where(User.id == alice.id))
+    staging = Path(clean_stack.settings.staging_dir)
+    staging.mkdir(parents=True, exist_ok=True)
+    before = set(staging.iterdir())
+    reply = alice.post("/api/v2/files", files={"file": ("a.txt", b"orphan")})
+    assert reply.status_code == 401, reply.text
+    assert set(staging.iterdir()) == before  # nothing half-written
