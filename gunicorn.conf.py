@@ -43,9 +43,12 @@ try:
 except SettingsError as _exc:  # one line, as the app and the workers print it
     print(f"error: {_exc}", file=sys.stderr, flush=True)
     raise SystemExit(2) from None
-logconfig_dict = dict_config(_settings.log_format)
-# The app logs one line per request itself (with its request id); gunicorn's would repeat it.
+# The app logs one line per request itself (with its request id, without the query string,
+# which may hold a signed URL's signature or a cursor); gunicorn's would repeat it, so it
+# writes none unless GUNICORN_ACCESSLOG asks, and then without the query string either.
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
+access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)s'
+logconfig_dict = dict_config(_settings.log_format, access=accesslog is not None)
 
 # Metrics of all worker processes, aggregated (prometheus_client multiprocess mode).
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

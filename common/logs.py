@@ -65,8 +65,12 @@ def make_formatter(log_format: str) -> logging.Formatter:
     return TextFormatter(TEXT_FORMAT)
 
 
-def dict_config(log_format: str, level: str = "INFO") -> dict:
-    """The same set-up as ``configure_logging`` for ``logging.config.dictConfig`` (gunicorn)."""
+def dict_config(log_format: str, level: str = "INFO", *, access: bool = False) -> dict:
+    """The same set-up as ``configure_logging`` for ``logging.config.dictConfig`` (gunicorn).
+
+    gunicorn writes access lines whenever a logging configuration is given; the app writes
+    one line a request itself (``api.access``, with its request id), so gunicorn's are kept
+    only when asked for (``access``)."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -83,7 +87,11 @@ def dict_config(log_format: str, level: str = "INFO") -> dict:
         "root": {"level": level, "handlers": ["stderr"]},
         "loggers": {
             "gunicorn.error": {"level": level, "handlers": [], "propagate": True},
-            "gunicorn.access": {"level": level, "handlers": [], "propagate": True},
+            "gunicorn.access": {
+                "level": level if access else "WARNING",
+                "handlers": [],
+                "propagate": True,
+            },
         },
     }
 

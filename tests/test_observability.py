@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from dataclasses import replace
 
 import redis
@@ -52,6 +53,14 @@ def test_api_logs_json_lines_with_the_request_id(clean_stack, tmp_path):
         assert lines[rid]["status"] == 404 and lines[rid]["level"] == "INFO"
         text = [raw for raw in server.log.read_text().splitlines() if raw.strip()]
         assert all(raw.startswith("{") for raw in text), text[:3]
+        # One line a request, and never its query string (signatures, cursors).
+        secret = requests.get(f"{server.url}/files?cursor=SECRET1&signature=SECRET2", timeout=5)
+        rid = secret.headers["X-Request-ID"]
+        assert eventually(lambda: rid in server.log.read_text(), timeout=10)
+        time.sleep(0.5)  # a second line, were there one, is written by then
+        log = server.log.read_text()
+        assert "SECRET" not in log
+        assert len([raw for raw in log.splitlines() if "/files" in raw]) == 1
     finally:
         server.stop()
 
