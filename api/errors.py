@@ -117,6 +117,12 @@ def _outage(exc: Exception, http_status: int, code: str, message: str, retry_aft
     return error_response(http_status, code, message, headers={"Retry-After": str(retry_after)})
 
 
+def passwords_busy() -> type[Exception]:
+    from api.auth.passwords import Busy
+
+    return Busy
+
+
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
@@ -152,6 +158,15 @@ def register_error_handlers(app: Flask) -> None:
                 exc, 507, "INSUFFICIENT_STORAGE", "Недостаточно места для приема файла", 60
             )
         return _unexpected(exc)
+
+    @app.errorhandler(passwords_busy())
+    def _password_work_busy(_exc: Exception):
+        return error_response(
+            503,
+            "BUSY",
+            "Сервер занят проверкой паролей, повторите позже",
+            headers={"Retry-After": "1"},
+        )
 
     @app.errorhandler(StorageUnavailable)
     def _storage_down(exc: StorageUnavailable):

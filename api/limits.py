@@ -62,7 +62,9 @@ def init_limits(app: Flask, settings: Settings) -> Limiter:
             wrapped[view] = uploads(view)
         app.view_functions[endpoint] = wrapped[view]
     # Guessing passwords: logins per client address and per username (whatever the address).
-    # Registrations count against the default limit only, like any request.
+    # Registrations per client address: each one hashes a password.
+    register = app.view_functions["v2_users.register"]
+    app.view_functions["v2_users.register"] = limiter.limit(settings.ratelimit_register)(register)
     login = app.view_functions["v2_auth.log_in"]
     login = limiter.limit(settings.ratelimit_login, key_func=login_name_key)(login)
     app.view_functions["v2_auth.log_in"] = limiter.limit(settings.ratelimit_login)(login)

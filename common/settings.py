@@ -237,8 +237,10 @@ class Settings:
     jwt_refresh_ttl: int = _setting("JWT_REFRESH_TTL", 30 * 24 * 3600, _positive_int)
     # A login ends this long after its password check, however often it is refreshed.
     session_max_age: int = _setting("SESSION_MAX_AGE", 30 * 24 * 3600, _positive_int)
-    # Logins per client address, and per username.
+    # Logins per client address, and per account.
     ratelimit_login: str = _setting("RATELIMIT_LOGIN", "10/minute", _limit)
+    # Registrations per client address (each costs a password hash).
+    ratelimit_register: str = _setting("RATELIMIT_REGISTER", "5/minute;20/hour", _limit)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

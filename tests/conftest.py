@@ -159,6 +159,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "JWT_ACCESS_TTL": str(settings.jwt_access_ttl),
         "JWT_REFRESH_TTL": str(settings.jwt_refresh_ttl),
         "RATELIMIT_LOGIN": settings.ratelimit_login,
+        "RATELIMIT_REGISTER": settings.ratelimit_register,
         "TRUSTED_PROXY_COUNT": str(settings.trusted_proxy_count),
     }
     if settings.s3_bucket:

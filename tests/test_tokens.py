@@ -406,3 +406,43 @@ def test_closed_registration_is_for_admins(clean_stack, tmp_path):
         assert log_in(closed.url, "carol").status_code == 200
     finally:
         closed.stop()
+
+
+def test_registration_refuses_taken_names_before_hashing_and_bounds_password_work(
+    clean_stack, tmp_path
+):
+    """With no slot for password work (ARGON2_CONCURRENCY=0), a registration of a taken name
+    still answers 409 (it is refused before any hashing); a new one, and a log-in, 503 BUSY
+    with Retry-After at once."""
+    opened = start_api(token_settings(clean_stack.settings), tmp_path)
+    try:
+        assert register(opened.url, "alice").status_code == 201
+    finally:
+        opened.stop()
+    busy = start_api(token_settings(clean_stack.settings), tmp_path, ARGON2_CONCURRENCY="0")
+    try:
+        taken = register(busy.url, "ALICE")
+        assert taken.status_code == 409 and taken.json()["details"] == {"field": "username"}
+        for reply in (register(busy.url, "bob"), log_in(busy.url, "alice")):
+            assert reply.status_code == 503, reply.text
+            assert reply.json()["code"] == "BUSY" and reply.headers["Retry-After"] == "1"
+    finally:
+        busy.stop()
+
+
+def test_registrations_have_a_limit_of_their_own(clean_stack, tmp_path):
+    redis_server = RedisServer()
+    settings = token_settings(
+        clean_stack.settings,
+        redis_url=redis_server.url,
+        ratelimit_enabled=True,
+        ratelimit_register="2/minute",
+    )
+    server = start_api(settings, tmp_path)
+    try:
+        codes = [register(server.url, f"user{i}").status_code for i in range(3)]
+        assert codes == [201, 201, 429]
+        assert log_in(server.url, "user0").status_code == 200  # log-ins are not registrations
+    finally:
+        server.stop()
+        redis_server.stop()

@@ -71,13 +71,22 @@ def create_user():
     return jsonify(user_object(user)), 201
 
 
-def user_exists(db, username: str) -> ApiError:
-    """409 for a create that a unique key refused, naming which one (both API versions)."""
+def user_exists(db, username: str, email: str | None = None) -> ApiError | None:
+    """409 naming which unique key an account already holds (both API versions); None when
+    neither is taken."""
     with db.reading() as session:
-        taken = session.scalar(select(User.id).where(User.username_key == identity_key(username)))
-    return ApiError(
-        409,
-        "USER_EXISTS",
-        "Пользователь уже существует",
-        details={"field": "username" if taken else "email"},
-    )
+        name_taken = session.scalar(
+            select(User.id).where(User.username_key == identity_key(username))
+        )
+        email_taken = email is not None and session.scalar(
+            select(User.id).where(User.email_key == identity_key(email))
+        )
+    if name_taken:
+        return user_taken("username")
+    if email_taken:
+        return user_taken("email")
+    return None if email is not None else user_taken("email")
+
+
+def user_taken(field: str) -> ApiError:
+    return ApiError(409, "USER_EXISTS", "Пользователь уже существует", details={"field": field})

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from api.auth import authenticate, guarded, passwords, require_admin, unauthorized
 from api.bodies import json_object_body
 from api.schemas import Status, replies, spec_v2
-from api.v1.users import user_exists
+from api.v1.users import user_exists, user_taken
 from api.v2.schemas import Me, Registration, UserV2
 from common.fileinfo import iso_z
 from common.models import File, FileStatus, User
@@ -44,17 +44,20 @@ def register():
     """Create an account with a password (REGISTRATION=open, or an admin's token)."""
     _registration_allowed()
     body: Registration = request.context.json
+    db = current_app.extensions["pipeline"].db
+    taken = user_exists(db, body.username, body.email)
+    if taken is not None:  # before the password is hashed: a 409 costs no argon2 work
+        raise taken
     user = User(
         username=body.username,
         email=body.email,
         password_hash=passwords.hash_password(body.password),
     )
-    db = current_app.extensions["pipeline"].db
     try:
         with db.session() as session:
             session.add(user)
     except IntegrityError:
-        raise user_exists(db, body.username) from None
+        raise user_exists(db, body.username, body.email) or user_taken("username") from None
     return jsonify(user_object(user)), 201
 
 
