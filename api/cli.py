@@ -176,11 +176,30 @@ def make_admin(username: str, revoke: bool):
     click.echo(json.dumps(described, ensure_ascii=False))
 
 
+@users.command("delete")
+@click.argument("username")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def delete_user(username: str, yes: bool):
+    """Delete an account: its files (through the pipeline), its logins and its API keys."""
+    from api.auth.accounts import delete_account
+
+    with _pipeline().db.reading() as session:
+        user = _user(session, username)
+    if user.deleted_at is not None:
+        raise click.ClickException(f"no user {username!r}")
+    if not yes:
+        click.confirm(f"Delete {user.username!r} and all their files?", abort=True)
+    report = delete_account(user.id)
+    click.echo(json.dumps({"username": user.username} | report, ensure_ascii=False))
+
+
 @users.command("list")
 def list_users():
     """Every user, as JSON lines."""
     with _pipeline().db.session() as session:
-        for user in session.scalars(select(User).order_by(User.id)):
+        for user in session.scalars(
+            select(User).where(User.deleted_at.is_(None)).order_by(User.id)
+        ):
             click.echo(json.dumps(_described(user), ensure_ascii=False))
 
 

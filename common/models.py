@@ -122,6 +122,9 @@ class User(Base):
     #: cannot log in until an operator sets a password.
     password_hash: Mapped[str | None] = mapped_column(String(256))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: When the account was deleted: its row stays as a tombstone (its files, deleted too,
+    #: still name it), its name and address are erased and free for others.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     @validates("username")
     def _key_username(self, _key: str, value: str) -> str:
@@ -214,7 +217,7 @@ class File(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     #: Who uploaded it; None for files uploaded through open v1 (and before accounts).
-    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
     name: Mapped[str] = mapped_column(String(64), unique=True)
     original_name: Mapped[str] = mapped_column(String(255))
     #: ``original_name`` as searches compare it (``search_key``), kept with it.

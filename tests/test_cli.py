@@ -261,3 +261,36 @@ def test_set_password_with_revoke_keys_ends_the_keys_too(app, client):
     )
     assert json.loads(ended.output)["keys_revoked"] == 1
     assert client.get("/api/v2/files", headers=by_key).status_code == 401
+
+
+def test_users_delete_ends_the_account_and_its_files(app, client, clean_stack):
+    made = cli(
+        app,
+        "users",
+        "create",
+        "dora",
+        "--email",
+        "d@example.com",
+        "--password-stdin",
+        stdin="dora's password\n",
+    )
+    assert made.exit_code == 0, made.output
+    tokens = client.post(
+        "/api/v2/auth/token", json={"username": "dora", "password": "dora's password"}
+    ).json
+    auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+    body = {"file": (io.BytesIO(b"mine"), "m.txt")}
+    name = client.post("/api/v2/files", data=body, headers=auth).json["name"]
+    deleted = cli(app, "users", "delete", "dora", "--yes")
+    assert deleted.exit_code == 0, deleted.output
+    assert json.loads(deleted.output) == {
+        "username": "dora",
+        "sessions_revoked": 1,
+        "keys_revoked": 0,
+        "files_deleted": 1,
+    }
+    assert client.get("/api/v2/me", headers=auth).status_code == 401
+    wait_for_status(clean_stack.db, name, {"deleted"})
+    listed = [json.loads(line) for line in cli(app, "users", "list").output.splitlines()]
+    assert listed == []
+    assert cli(app, "users", "delete", "dora", "--yes").exit_code != 0

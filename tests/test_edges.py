@@ -265,3 +265,71 @@ def test_an_upload_by_a_deleted_accounts_token_is_401(token_api, clean_stack):
     reply = alice.post("/api/v2/files", files={"file": ("a.txt", b"orphan")})
     assert reply.status_code == 401, reply.text
     assert set(staging.iterdir()) == before  # nothing half-written
+
+
+def test_deleting_an_account_removes_its_files_and_ends_every_credential(
+    token_api, stack_api, clean_stack
+):
+    """Through the API: the files are deleted through the pipeline (objects removed), never
+    handed to open v1; the account's token and key are refused at once; its name is free."""
+    from sqlalchemy import delete, select
+    from sqlalchemy.exc import IntegrityError
+
+    from common.models import File, User
+    from common.storage import from_settings
+
+    alice = account(token_api, "alice")
+    names = [upload(alice, f"private{i}.txt")["name"] for i in range(3)]
+    for name in names:
+        wait_for_status(clean_stack.db, name, {"stored"})
+    key = alice.post("/api/v2/keys", json={"name": "k"}).json()["key"]
+    by_key = {"Authorization": f"Bearer {key}"}
+    assert requests.get(token_api + "/api/v2/files", headers=by_key).status_code == 200
+    with clean_stack.db.session() as session, pytest.raises(IntegrityError):
+        session.execute(delete(User).where(User.id == alice.id))  # no other way out
+    wrong = alice.delete("/api/v2/me", json={"password": "not the password"})
+    assert wrong.status_code == 401
+    assert alice.delete("/api/v2/me", json={"password": PASSWORD}).status_code == 204
+    assert alice.get("/api/v2/me").status_code == 401
+    assert requests.get(token_api + "/api/v2/files", headers=by_key).status_code == 401
+    assert (
+        requests.post(
+            token_api + "/api/v2/auth/token", json={"username": "alice", "password": PASSWORD}
+        ).status_code
+        == 401
+    )
+    open_listing = requests.get(stack_api + "/files").json()
+    assert not {f["filename"] for f in open_listing["files"]} & set(names)
+    for name in names:
+        assert requests.get(f"{stack_api}/files/{name}/download").status_code == 404
+        wait_for_status(clean_stack.db, name, {"deleted"})
+    store = from_settings(clean_stack.settings)
+
+    def gone(name: str) -> bool:
+        try:
+            store.head(name)
+        except FileNotFoundError:
+            return True
+        return False
+
+    from tests.conftest import eventually
+
+    assert eventually(lambda: all(gone(n) for n in names), timeout=20)
+    with clean_stack.db.session() as session:
+        owners = set(session.scalars(select(File.owner_id).where(File.name.in_(names))))
+    assert owners == {alice.id}  # never ownerless
+    assert register(token_api, "alice").status_code == 201  # the name is free again
+
+
+def test_an_admin_deletes_an_account_and_a_key_cannot(token_api, clean_stack):
+    root = make_admin(clean_stack.db, account(token_api, "root"))
+    bob = account(token_api, "bob")
+    key = root.post("/api/v2/keys", json={"name": "k"}).json()["key"]
+    by_key = requests.delete(
+        token_api + "/api/v2/users/bob", headers={"Authorization": f"Bearer {key}"}
+    )
+    assert by_key.status_code == 403
+    assert bob.delete("/api/v2/users/root").status_code == 403
+    assert root.delete("/api/v2/users/bob").status_code == 204
+    assert bob.get("/api/v2/me").status_code == 401
+    assert root.delete("/api/v2/users/bob").status_code == 404

@@ -32,7 +32,7 @@ def user_object(user: User) -> dict:
 def list_users():
     """All users, ordered by id."""
     who = caller()
-    query = select(User).order_by(User.id)
+    query = select(User).where(User.deleted_at.is_(None)).order_by(User.id)
     if who is not None and not (who.is_admin and ACCOUNT in who.scopes):
         query = query.where(User.id == who.user_id)
     with current_app.extensions["pipeline"].db.session() as session:

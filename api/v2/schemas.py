@@ -50,6 +50,12 @@ class Registration(BaseModel):
     password: Password = Field(description="8 to 256 characters, any")
 
 
+class PasswordConfirmation(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    password: str = Field(max_length=MAX_LENGTH, description="the account's password, again")
+
+
 class UserV2(BaseModel):
     id: int
     username: str

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from api.auth import authenticate, guarded, passwords, require_admin, unauthorized
-from api.bodies import json_object_body
+from api.auth import (
+    ACCOUNT,
+    REALM,
+    account_named,
+    authenticate,
+    guarded,
+    passwords,
+    require_admin,
+    unauthorized,
+)
+from api.auth.accounts import delete_account
+from api.bodies import json_object, json_object_body
+from api.errors import ApiError
 from api.schemas import Status, replies, spec_v2
 from api.v1.users import user_exists, user_taken
-from api.v2.schemas import Me, Registration, UserV2
+from api.v2.schemas import Me, PasswordConfirmation, Registration, UserV2
 from common.fileinfo import iso_z
 from common.models import File, FileStatus, User
 
@@ -88,3 +100,42 @@ def me():
         }
     }
     return jsonify(body)
+
+
+@bp.delete("/me")
+@guarded(ACCOUNT)
+@spec_v2.validate(resp=replies({"HTTP_204": None}, 400, 401, 403, 413, 415), tags=["accounts"])
+def delete_me():
+    """Delete the caller's account: body ``{"password"}``, the account's password again, as
+    a confirmation. Its files, its logins and its keys go with it."""
+    caller = authenticate()
+    try:  # spectree reads no body of a DELETE: validated here
+        body = PasswordConfirmation.model_validate(json_object())
+    except ValidationError as exc:
+        raise ApiError(
+            400, "VALIDATION_ERROR", "Неверные данные", details={"password": exc.errors()[0]["msg"]}
+        ) from None
+    with current_app.extensions["pipeline"].db.reading() as session:
+        user = session.get(User, caller.user_id)
+    if user is None or not passwords.verify(user.password_hash, body.password):
+        raise ApiError(
+            401,
+            "INVALID_CREDENTIALS",
+            "Неверное имя пользователя или пароль",
+            headers={"WWW-Authenticate": REALM},
+        )
+    delete_account(caller.user_id)
+    return "", 204
+
+
+@bp.delete("/users/<name>")
+@guarded(None)
+@spec_v2.validate(resp=replies({"HTTP_204": None}, 401, 403, 404), tags=["accounts"])
+def delete_user(name: str):
+    """Admins: delete an account, as ``DELETE /api/v2/me`` does."""
+    require_admin(authenticate())
+    with current_app.extensions["pipeline"].db.reading() as session:
+        user = account_named(session, name)
+    if user is None or user.deleted_at is not None or delete_account(user.id) is None:
+        raise ApiError(404, "USER_NOT_FOUND", "Пользователь не найден")
+    return "", 204
