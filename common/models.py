@@ -137,6 +137,30 @@ class User(Base):
         return value
 
 
+class OpenUser(Base):
+    """A user of open v1 (``V1_ACCESS=open``): a name and an address anyone may list and add,
+    unique among themselves, never an account (docs/API.md, "Users")."""
+
+    __tablename__ = "open_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    email: Mapped[str] = mapped_column(String(254))
+    username_key: Mapped[str] = mapped_column(Text, unique=True)
+    email_key: Mapped[str] = mapped_column(Text, unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    @validates("username")
+    def _key_username(self, _key: str, value: str) -> str:
+        self.username_key = identity_key(value)
+        return value
+
+    @validates("email")
+    def _key_email(self, _key: str, value: str) -> str:
+        self.email_key = identity_key(value)
+        return value
+
+
 class ApiKey(Base):
     """A key a program sends as ``Authorization: Bearer upk_...``; only its SHA-256 is kept."""
 

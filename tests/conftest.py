@@ -234,7 +234,16 @@ def stack(request, tmp_path_factory, redis_db, s3_endpoint) -> Iterator[Stack]:
     stack.db.dispose()
 
 
-TABLES = ("outbox", "file_tags", "tags", "files", "api_keys", "auth_sessions", "users")
+TABLES = (
+    "outbox",
+    "file_tags",
+    "tags",
+    "files",
+    "api_keys",
+    "auth_sessions",
+    "users",
+    "open_users",
+)
 
 
 def empty_tables(db: Database) -> None:

@@ -140,3 +140,17 @@ def test_the_spelling_given_is_kept_for_display(client):
     assert reply.status_code == 201
     assert reply.get_json()["username"] == "Иван_Петров"
     assert client.get("/users").get_json()[0]["username"] == "Иван_Петров"
+
+
+def test_open_v1_users_are_apart_from_accounts(client):
+    """Open v1 neither lists accounts nor reserves their names."""
+    account = {"username": "alice", "email": "alice@example.com", "password": "long enough"}
+    assert client.post("/api/v2/users", json=account).status_code == 201
+    assert client.get("/users").get_json() == []
+    squat = client.post("/users", json={"username": "bob", "email": "bob@example.com"})
+    assert squat.status_code == 201
+    same = client.post("/users", json={"username": "alice", "email": "alice@example.com"})
+    assert same.status_code == 201  # an account's name is not open v1's
+    assert [u["username"] for u in client.get("/users").get_json()] == ["bob", "alice"]
+    bob = {"username": "bob", "email": "bob@example.com", "password": "long enough"}
+    assert client.post("/api/v2/users", json=bob).status_code == 201

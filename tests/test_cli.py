@@ -127,8 +127,9 @@ def test_users_create_log_in_and_list(app, client):
 
 
 def test_set_password_ends_the_users_logins(app, client):
-    # A v1 user has no password: it cannot log in until an operator sets one.
-    client.post("/users", json={"username": "alice", "email": "alice@example.com"})
+    # An account made without a password cannot log in until an operator sets one.
+    made = cli(app, "users", "create", "alice", "--email", "alice@example.com", "--no-password")
+    assert made.exit_code == 0, made.output
     refused = client.post("/api/v2/auth/token", json={"username": "alice", "password": "whatever1"})
     assert refused.status_code == 401
     assert (

@@ -1,8 +1,9 @@
 """User routes: list and create (docs/API.md, v1). Unique constraints in the database decide 409s.
 
-With ``V1_ACCESS=token`` a caller is needed: ``GET /users`` lists every user for an admin and
-only the caller for anyone else; ``POST /users`` is for admins (people register through
-``POST /api/v2/users``).
+With ``V1_ACCESS=open`` they act on open v1's own users (``open_users``: names and addresses
+anyone may list and add), never on accounts. With ``V1_ACCESS=token`` a caller is needed:
+``GET /users`` lists every account for an admin and only the caller for anyone else;
+``POST /users`` is for admins (people register through ``POST /api/v2/users``).
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from api.auth import ACCOUNT, caller, guarded, require_admin
 from api.bodies import json_object_body
 from api.errors import ApiError
 from api.schemas import UserIn, UserList, UserOut, replies, spec
-from common.models import User, identity_key
+from common.models import OpenUser, User, identity_key
 
 bp = Blueprint("users", __name__)
 
 
-def user_object(user: User) -> dict:
+def user_object(user: User | OpenUser) -> dict:
     return {"id": user.id, "username": user.username, "email": user.email}
 
 
@@ -32,6 +33,10 @@ def user_object(user: User) -> dict:
 def list_users():
     """All users, ordered by id."""
     who = caller()
+    if who is None:  # open v1: its own users, never the accounts
+        with current_app.extensions["pipeline"].db.reading() as session:
+            users = session.scalars(select(OpenUser).order_by(OpenUser.id)).all()
+        return jsonify([user_object(u) for u in users])
     query = select(User).where(User.deleted_at.is_(None)).order_by(User.id)
     if who is not None and not (who.is_admin and ACCOUNT in who.scopes):
         query = query.where(User.id == who.user_id)
@@ -61,25 +66,29 @@ def admin_only(view):
 def create_user():
     """Create a user; username and email are unique."""
     payload: UserIn = request.context.json
-    user = User(username=payload.username, email=payload.email)
+    # Open v1 adds to its own users: it can neither see nor take an account's name.
+    model = OpenUser if caller() is None else User
+    user = model(username=payload.username, email=payload.email)
     db = current_app.extensions["pipeline"].db
     try:
         with db.session() as session:
             session.add(user)
     except IntegrityError:
-        raise user_exists(db, payload.username) from None
+        raise user_exists(db, payload.username, model=model) from None
     return jsonify(user_object(user)), 201
 
 
-def user_exists(db, username: str, email: str | None = None) -> ApiError | None:
-    """409 naming which unique key an account already holds (both API versions); None when
-    neither is taken."""
+def user_exists(
+    db, username: str, email: str | None = None, *, model: type = User
+) -> ApiError | None:
+    """409 naming which unique key a user (an account, or an open v1 user) already holds;
+    None when neither is taken."""
     with db.reading() as session:
         name_taken = session.scalar(
-            select(User.id).where(User.username_key == identity_key(username))
+            select(model.id).where(model.username_key == identity_key(username))
         )
         email_taken = email is not None and session.scalar(
-            select(User.id).where(User.email_key == identity_key(email))
+            select(model.id).where(model.email_key == identity_key(email))
         )
     if name_taken:
         return user_taken("username")
