@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from api.auth import keys as api_keys
 from api.auth import passwords, sessions
 from api.schemas import UserIn
+from api.v1.users import lookalike_taken
 from common.models import ApiKey, File, FileStatus, OutboxEntry, User, identity_key
 from common.pipeline import Pipeline
 from common.reconcile import reconcile as reconcile_once
@@ -128,6 +129,9 @@ def create_user(username: str, email: str, admin: bool, password_stdin: bool, no
         checked = UserIn.model_validate({"username": username, "email": email})
     except ValueError as exc:
         raise click.ClickException(str(exc).splitlines()[0]) from None
+    with _pipeline().db.reading() as session:
+        if lookalike_taken(session, checked.username):
+            raise click.ClickException("that username looks like an existing one")
     password = None if no_password else _read_password(password_stdin)
     user = User(
         username=checked.username,

@@ -28,8 +28,17 @@ from spectree.plugins.flask_plugin import FlaskPlugin
 from api.errors import ApiError
 from common.models import FileStatus, identity_key
 
+
+def _precis(value: str) -> str:
+    from common.usernames import check
+
+    return check(value)
+
+
 Username = Annotated[
-    str, StringConstraints(strict=True, strip_whitespace=True, pattern=r"^[\w.-]{1,64}$")
+    str,
+    StringConstraints(strict=True, strip_whitespace=True, pattern=r"^[\w.-]{1,64}$"),
+    AfterValidator(_precis),
 ]
 
 

@@ -126,9 +126,15 @@ class User(Base):
     #: still name it), its name and address are erased and free for others.
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
+    #: What the name looks like (``common.usernames.skeleton``): a look-alike is refused.
+    username_skeleton: Mapped[str | None] = mapped_column(Text, index=True)
+
     @validates("username")
     def _key_username(self, _key: str, value: str) -> str:
+        from common.usernames import skeleton
+
         self.username_key = identity_key(value)
+        self.username_skeleton = skeleton(value)
         return value
 
     @validates("email")

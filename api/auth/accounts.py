@@ -36,6 +36,7 @@ def delete_account(user_id: int) -> dict[str, Any] | None:
                 username=f"#deleted-{user_id}",
                 email=f"deleted-{user_id}@invalid",
                 username_key=f"#deleted-{user_id}",
+                username_skeleton=None,
                 email_key=f"#deleted-{user_id}",
             )
         )

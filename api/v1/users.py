@@ -19,6 +19,7 @@ from api.bodies import json_object_body
 from api.errors import ApiError
 from api.schemas import UserIn, UserList, UserOut, replies, spec
 from common.models import OpenUser, User, identity_key
+from common.usernames import skeleton
 
 bp = Blueprint("users", __name__)
 
@@ -86,7 +87,7 @@ def user_exists(
     with db.reading() as session:
         name_taken = session.scalar(
             select(model.id).where(model.username_key == identity_key(username))
-        )
+        ) or (model is User and lookalike_taken(session, username))
         email_taken = email is not None and session.scalar(
             select(model.id).where(model.email_key == identity_key(email))
         )
@@ -95,6 +96,14 @@ def user_exists(
     if email_taken:
         return user_taken("email")
     return None if email is not None else user_taken("email")
+
+
+def lookalike_taken(session, username: str) -> bool:
+    """Whether an account's name looks like ``username`` (the same confusable skeleton)."""
+    return (
+        session.scalar(select(User.id).where(User.username_skeleton == skeleton(username)).limit(1))
+        is not None
+    )
 
 
 def user_taken(field: str) -> ApiError:
