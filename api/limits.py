@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from flask import Flask, request
+from flask import Flask, g, request
 from flask_limiter import Limiter
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -65,8 +65,12 @@ def init_limits(app: Flask, settings: Settings) -> Limiter:
     # Registrations per client address: each one hashes a password.
     register = app.view_functions["v2_users.register"]
     app.view_functions["v2_users.register"] = limiter.limit(settings.ratelimit_register)(register)
+    # The per-account budget does not hold an address that logged in to the account before:
+    # guesses from elsewhere can lock strangers out, never the account's owner.
     login = app.view_functions["v2_auth.log_in"]
-    login = limiter.limit(settings.ratelimit_login, key_func=login_name_key)(login)
+    login = limiter.limit(
+        settings.ratelimit_login, key_func=login_name_key, exempt_when=known_client
+    )(login)
     app.view_functions["v2_auth.log_in"] = limiter.limit(settings.ratelimit_login)(login)
     return limiter
 
@@ -75,6 +79,13 @@ def login_name_key() -> str:
     """The account a login names, whatever the address, and whether it is named by username
     or by email address: one budget per account. A name of no account has a budget of its
     own (so guessing at names costs the same as guessing at passwords)."""
+    if "login_key" in g:  # asked by the limit and by its exemption
+        return g.login_key
+    g.login_key = _login_name_key()
+    return g.login_key
+
+
+def _login_name_key() -> str:
     from flask import current_app
 
     from api.auth import account_named
@@ -90,6 +101,26 @@ def login_name_key() -> str:
     with current_app.extensions["pipeline"].db.reading() as session:
         user = account_named(session, value)
     return f"login:user:{user.id}" if user else f"login:name:{identity_key(value)[:254]}"
+
+
+def known_client() -> bool:
+    """Whether this client has logged in to the account the request names before."""
+    from flask import current_app
+    from sqlalchemy import select
+
+    from common.models import AuthSession
+
+    key = login_name_key()
+    if not key.startswith("login:user:"):
+        return False
+    user_id = int(key.rsplit(":", 1)[1])
+    with current_app.extensions["pipeline"].db.reading() as session:
+        found = session.scalar(
+            select(AuthSession.id)
+            .where(AuthSession.user_id == user_id, AuthSession.client == client_key())
+            .limit(1)
+        )
+    return found is not None
 
 
 def client_key() -> str:

@@ -199,6 +199,9 @@ class AuthSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: The client address (or IPv6 /64) the login came from: an address that logged in to
+    #: an account before is not held to the account's limit on guesses.
+    client: Mapped[str | None] = mapped_column(String(64))
 
 
 def search_key(text: str) -> str:

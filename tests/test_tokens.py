@@ -376,6 +376,19 @@ def test_login_is_rate_limited_per_address_and_per_username(clean_stack, tmp_pat
             for i, login in enumerate(logins)
         ]
         assert codes == [401, 401, 401, 429]
+        # Guesses from everywhere cannot lock the owner out: an address that logged in to the
+        # account before is not held to the account's budget (a fresh one is).
+        assert register(server.url, "erin").status_code == 201
+        home = {"X-Forwarded-For": "203.0.113.7"}
+        owner = {"username": "erin", "password": PASSWORD}
+        assert requests.post(server.url + "/api/v2/auth/token", json=owner, headers=home).ok
+        guesses = [attempt("erin", f"198.51.100.{100 + i}") for i in range(11)]
+        assert guesses[:2] == [401] * 2 and set(guesses[2:]) == {429}  # the log-in counted
+        fresh = {"X-Forwarded-For": "198.51.100.200"}
+        locked = requests.post(server.url + "/api/v2/auth/token", json=owner, headers=fresh)
+        assert locked.status_code == 429
+        again = requests.post(server.url + "/api/v2/auth/token", json=owner, headers=home)
+        assert again.status_code == 200, again.text
     finally:
         server.stop()
         redis_server.stop()

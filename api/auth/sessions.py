@@ -61,7 +61,8 @@ def token_pair(user: User, session_id: str, refresh_jti: str) -> dict[str, Any]:
     }
 
 
-def open_session(user: User) -> dict[str, Any]:
+def open_session(user: User, client: str | None = None) -> dict[str, Any]:
+    """A new login of ``user`` from ``client`` (its address), and its first pair."""
     session_id, refresh_jti = secrets.token_hex(16), uuid.uuid4().hex
     ttl = current_app.extensions["settings"].jwt_refresh_ttl
     with _db().session() as session:
@@ -71,6 +72,7 @@ def open_session(user: User) -> dict[str, Any]:
                 user_id=user.id,
                 refresh_jti=refresh_jti,
                 expires_at=datetime.now(UTC) + timedelta(seconds=ttl),
+                client=client,
             )
         )
     return token_pair(user, session_id, refresh_jti)

@@ -18,6 +18,7 @@ from api.auth import (
 )
 from api.bodies import json_object, json_object_body
 from api.errors import ApiError
+from api.limits import client_key
 from api.schemas import replies, spec_v2
 from api.v2.schemas import Login, RefreshBody, TokenPair
 from common.models import User
@@ -57,7 +58,7 @@ def log_in():
                 .where(User.id == user.id)
                 .values(password_hash=passwords.hash_password(body.password))
             )
-    return jsonify(sessions.open_session(user)), 200, NO_STORE
+    return jsonify(sessions.open_session(user, client_key())), 200, NO_STORE
 
 
 @bp.post("/refresh")
