@@ -13,9 +13,10 @@ COPY worker ./worker
 COPY common ./common
 COPY celeryconfig.py gunicorn.conf.py alembic.ini ./
 COPY migrations ./migrations
+COPY deploy ./deploy
 RUN pip install --no-cache-dir -c constraints.txt . \
- && mkdir -p /staging /app/var \
- && chown app:app /staging /app/var
+ && mkdir -p /staging /app/var /secrets \
+ && chown app:app /staging /app/var /secrets
 
 USER app
 ENV PYTHONUNBUFFERED=1 LOG_FORMAT=json GUNICORN_BIND=0.0.0.0:5000

@@ -4,6 +4,7 @@ import shlex
 import subprocess
 
 import yaml
+from sqlalchemy.engine import make_url
 
 from tests.conftest import ROOT
 
@@ -31,7 +32,15 @@ def compose() -> dict:
 
 def test_compose_file_is_valid_and_has_every_part():
     services = compose()["services"]
-    assert set(services) == {"proxy", "redis", "postgres", "minio", *ENTRY_POINTS}
+    assert set(services) == {
+        "proxy",
+        "redis",
+        "postgres",
+        "minio",
+        "secrets",
+        "store-setup",
+        *ENTRY_POINTS,
+    }
 
 
 def test_app_services_run_spec_entry_points():
@@ -66,7 +75,7 @@ def test_ordering_health_and_shared_staging():
     env = services["api"]["environment"]
     assert env["S3_PUBLIC_ENDPOINT_URL"] == "http://localhost:8080"  # through the proxy
     assert env["STAGING_DIR"] == "/staging"
-    assert "FLOWER_BASIC_AUTH" in services["flower"]["environment"]
+    assert "--conf=/secrets/flowerconfig.py" in services["flower"]["command"]
 
 
 def test_scalable_services_have_no_fixed_names_or_host_ports():
@@ -112,3 +121,48 @@ def test_the_stack_is_closed_and_shares_one_signing_key():
             for v in services[name]["volumes"]
         }
         assert ("app-var", "/app/var") in targets, name
+
+
+#: Variables that would carry a credential in the compose file itself.
+CREDENTIALS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "MINIO_ROOT_USER",
+    "MINIO_ROOT_PASSWORD",
+    "POSTGRES_PASSWORD",
+    "FLOWER_BASIC_AUTH",
+)
+
+
+def test_no_credential_has_a_default():
+    """Every credential is generated per deployment (deploy/secrets.py), none is written in the
+    compose file: the store's root, the database's password, Flower's, and the app's key,
+    which is not the store's root."""
+    services = compose()["services"]
+    for name, service in services.items():
+        env = service.get("environment") or {}
+        assert not set(CREDENTIALS) & set(env), (name, set(CREDENTIALS) & set(env))
+        if "DATABASE_URL" in env:  # its password comes from PGPASSFILE
+            assert make_url(env["DATABASE_URL"]).password is None, name
+    api_env = services["api"]["environment"]
+    assert api_env["AWS_SHARED_CREDENTIALS_FILE"] == "/secrets/aws-credentials"
+    assert services["minio"]["environment"]["MINIO_ROOT_PASSWORD_FILE"] == "minio-root-password"
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"].startswith("/run/secrets/")
+
+
+def test_generated_credentials_are_random_private_and_kept(tmp_path):
+    from deploy.secrets import generate
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert "minio-root-password" in generate(first)
+    generate(second)
+    for name in ("minio-root-password", "app-secret-key", "postgres-password", "flower-password"):
+        value = (first / name).read_text()
+        assert len(value) >= 32 and value != (second / name).read_text()
+        assert (first / name).stat().st_mode & 0o777 == 0o600
+    kept = (first / "app-secret-key").read_text()
+    assert generate(first) == [] and (first / "app-secret-key").read_text() == kept
+    assert f"aws_secret_access_key = {kept}" in (first / "aws-credentials").read_text()
+    assert (first / "minio-root-user").read_text() != (first / "app-access-key").read_text()
+    flower = (first / "flowerconfig.py").read_text()
+    assert flower == f"basic_auth = ['admin:{(first / 'flower-password').read_text()}']\n"
