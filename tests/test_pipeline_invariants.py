@@ -48,7 +48,7 @@ from tests.pipelines import quiet_url, stage_bytes
 
 #: How many runs of steps each database gets (INVARIANT_EXAMPLES for a deeper search); the
 #: figures are printed at the end.
-EXAMPLES = int(os.environ.get("INVARIANT_EXAMPLES", "120"))
+EXAMPLES = int(os.environ.get("INVARIANT_EXAMPLES", "200"))
 STEPS = 50
 
 
