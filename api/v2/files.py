@@ -156,7 +156,8 @@ class Listing:
             tags = tags[1:]
         query = query.where(owner_clause, *conditions)
         if tags:
-            query = query.where(_tagged_all(tags))
+            owner_id = owner_key if isinstance(owner_key, int) else None
+            query = query.where(_tagged_all(tags, owner_id))
         if args.cursor is not None:
             key, file_id = cursors.decode(args.cursor, binding, 2)
             key = _key_value(column, key)
@@ -227,17 +228,16 @@ def _tag_id(name: str):
     return select(Tag.id).where(Tag.name == name).scalar_subquery()
 
 
-def _tagged_all(names: list[str]) -> ColumnElement[bool]:
-    """The file has every tag of ``names``: one subquery however many there are (a subquery a
-    tag made PostgreSQL's planning time grow steeply: 20 tags, half a second)."""
-    links = (
-        select(FileTag.file_id)
-        .join(Tag, Tag.id == FileTag.tag_id)
-        .where(Tag.name.in_(names))
-        .group_by(FileTag.file_id)
-        .having(func.count() == len(names))
-    )
-    return File.id.in_(links)
+def _tagged_all(names: list[str], owner: int | None) -> ColumnElement[bool]:
+    """The file has every tag of ``names``: one grouped subquery however many there are (a
+    subquery a tag made PostgreSQL's planning time grow steeply: 20 tags, 277 ms of planning
+    and 241 of execution over 20,000 files; this: under 1 ms of planning, 50-90 ms of
+    execution for 2 to 20 tags). Within one owner's links when the listing has one owner."""
+    links = select(FileTag.file_id).join(Tag, Tag.id == FileTag.tag_id).where(Tag.name.in_(names))
+    if owner is not None:
+        links = links.where(FileTag.owner_id == owner)
+    grouped = links.group_by(FileTag.file_id).having(func.count() == len(names))
+    return File.id.in_(grouped)
 
 
 def _owner(who: Caller, owner: str | None) -> tuple[ColumnElement[bool], Any, str | None]:
