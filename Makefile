@@ -1,10 +1,16 @@
-# Fresh machine: `make run` starts the whole stack, `make test` runs the suite.
+# Fresh machine: `make run` starts the whole stack, `make test` runs the suite (`make unit`: the
+# unit tier alone).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run migrate test lint format clean chaos
+# The suite runs in parallel: each worker process has its own ports, Redis database, PostgreSQL
+# database and directories (tests/conftest.py, testkit/processes.py); most tests wait on
+# processes and sockets, so there are more workers than cores.
+TEST_WORKERS ?= 6
+
+.PHONY: install run migrate test unit lint format clean chaos
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +30,11 @@ test: install
 	scripts/ensure-services
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk=2
+
+# The unit tier: no service, no process of the product; under a minute, after each change.
+unit: install
+	$(BIN)/python -m pytest tests/unit
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

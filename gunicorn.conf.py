@@ -11,7 +11,6 @@ import functools
 import json
 import os
 import shutil
-import sys
 import tempfile
 
 from gunicorn import util as gunicorn_util
@@ -20,7 +19,7 @@ from api import tuning
 from api.errors import HTTP_MESSAGES, INTERNAL_ERROR
 from api.multipart import FRAMING_ALLOWANCE
 from common.logs import dict_config
-from common.settings import Settings, SettingsError
+from common.settings import Settings
 
 # Loopback by default: clients reach the API through the front proxy (deploy/nginx), never
 # gunicorn itself. Containers bind their own network (Dockerfile), still behind the proxy.
@@ -38,11 +37,7 @@ limit_request_line = 8190  # gunicorn's maximum; longer request lines get a JSON
 limit_request_field_size = 128 * 1024
 limit_request_fields = 50
 # gunicorn's own lines go through the app's handler: JSON objects when LOG_FORMAT=json.
-try:
-    _settings = Settings.from_env()
-except SettingsError as _exc:  # one line, as the app and the workers print it
-    print(f"error: {_exc}", file=sys.stderr, flush=True)
-    raise SystemExit(2) from None
+_settings = Settings.from_env_or_exit()  # one line, as the app and the workers print it
 # The app logs one line per request itself (with its request id, without the query string,
 # which may hold a signed URL's signature or a cursor); gunicorn's would repeat it, so it
 # writes none unless GUNICORN_ACCESSLOG asks, and then without the query string either.

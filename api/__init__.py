@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import sys
-
 from flask import Flask
 
-from common.settings import Settings, SettingsError
+from common.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the API from ``settings`` (default: the environment)."""
     if settings is None:
-        settings = _settings_or_exit()
+        settings = Settings.from_env_or_exit()
 
-    from api import errors, fileops, health, serve, tuning, v1, v2
+    from api import errors, fileops, health, serve, tuning, v1, v2, web
     from api.auth import init_auth
+    from api.auth.sessions import VerifiedTokens
     from api.cli import init_cli
     from api.docs import init_docs
     from api.headers import init_headers
@@ -24,6 +23,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     from api.observability import init_observability
     from api.replies import OrjsonProvider
     from api.schemas import VALIDATE_REPLIES
+    from api.services import Services
+    from common.accounts import Accounts
     from common.services import build_pipeline
 
     app = Flask(__name__)
@@ -31,27 +32,25 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.json = OrjsonProvider(app)
     app.config["SECRET_KEY"] = settings.resolved_secret_key()
     app.config.setdefault(VALIDATE_REPLIES, app.debug)
-    app.extensions["settings"] = settings
-    app.extensions["pipeline"] = build_pipeline(settings)
-    app.extensions["download_urls"] = fileops.UrlCache(settings.presigned_url_ttl)
+    pipeline = build_pipeline(settings)
+    services = Services(
+        settings=settings,
+        pipeline=pipeline,
+        accounts=Accounts.from_settings(settings, pipeline.db),
+        download_urls=fileops.UrlCache(settings.presigned_url_ttl),
+        verified_tokens=VerifiedTokens(),
+    )
+    services.install(app)
     init_hosts(app, settings)
     errors.register_error_handlers(app)
     init_observability(app)
     init_headers(app)
     init_auth(app, settings)
-    for blueprint in (health.bp, *v1.BLUEPRINTS, *v2.BLUEPRINTS, serve.bp):
+    for blueprint in (health.bp, *v1.BLUEPRINTS, *v2.BLUEPRINTS, serve.bp, web.bp):
         app.register_blueprint(blueprint)
     for blueprint, name, prefix in v1.MOUNTS:
         app.register_blueprint(blueprint, name=name, url_prefix=prefix)
     init_docs(app)
     init_cli(app)
-    app.extensions["limiter"] = init_limits(app, settings)
+    services.limiter = init_limits(app, settings)
     return app
-
-
-def _settings_or_exit() -> Settings:
-    try:
-        return Settings.from_env()
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None

@@ -9,7 +9,7 @@ import json
 from flask import request
 from werkzeug.exceptions import BadRequest
 
-from api.errors import ApiError
+from api import errors
 
 MAX_BODY = 64 * 1024
 
@@ -28,27 +28,20 @@ def json_object_body(view):
 def json_object() -> dict:
     """The body as a JSON object, parsed once: Flask caches it for the schema validation."""
     if not request.is_json:
-        raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "Ожидается тело в формате application/json")
+        raise errors.JSON_EXPECTED()
     request.max_content_length = MAX_BODY
     try:
         data = request.get_json()
     except BadRequest as exc:  # not JSON, or not UTF-8
         problem = _json_problem(exc.__cause__ or exc.__context__)
-        raise ApiError(400, "INVALID_JSON", "Некорректный JSON", details=problem) from None
+        raise errors.INVALID_JSON(problem) from None
     except RecursionError:
-        raise ApiError(
-            400, "INVALID_JSON", "Некорректный JSON", details="too deeply nested"
-        ) from None
+        raise errors.INVALID_JSON("too deeply nested") from None
     if not isinstance(data, dict):
-        raise ApiError(
-            400, "INVALID_JSON", "Ожидается JSON-объект", details="body must be an object"
-        )
+        raise errors.NOT_AN_OBJECT("body must be an object")
     if not is_text(json.dumps(data, ensure_ascii=False)):
-        raise ApiError(
-            400,
-            "INVALID_JSON",
-            "Некорректный JSON",
-            details="a string holds a lone surrogate (\\ud800-\\udfff): not Unicode text",
+        raise errors.INVALID_JSON(
+            "a string holds a lone surrogate (\\ud800-\\udfff): not Unicode text",
         )
     return data
 

@@ -15,6 +15,7 @@ from typing import Any
 from flask import current_app
 from itsdangerous import BadData, URLSafeSerializer
 
+from api import errors
 from api.errors import ApiError
 
 SALT = "files-cursor-v1"
@@ -30,7 +31,7 @@ def _digest(binding: dict[str, Any]) -> str:
 
 
 def invalid(reason: str) -> ApiError:
-    return ApiError(400, "INVALID_CURSOR", "Недействительный курсор", details=reason)
+    return errors.INVALID_CURSOR(reason)
 
 
 def encode(keys: list[Any], binding: dict[str, Any]) -> str:

@@ -1,7 +1,7 @@
 """OpenAPI documents, generated from the schemas in ``api.schemas`` and ``api.v2.schemas``,
 and ``/docs`` (Swagger UI, with a version picker).
 
-- ``/openapi.json``: v1 at its unversioned paths (as the original document);
+- ``/openapi.json``: v1 at its unversioned paths (as docs/API.md's v1);
 - ``/api/v1/openapi.json``: v1 under ``/api/v1``;
 - ``/api/v2/openapi.json``: v2.
 
@@ -15,9 +15,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, jsonify
+from flask import Blueprint, Flask, jsonify
 from flask_swagger_ui import get_swaggerui_blueprint
 
+from api import services
 from api.schemas import spec, spec_v2
 
 bp = Blueprint("docs", __name__)
@@ -42,7 +43,7 @@ def _document(source: dict[str, Any], *, paths, required: bool, version: str) ->
 
 
 def v1_document(*, versioned: bool) -> dict[str, Any]:
-    token = current_app.extensions["settings"].v1_access == "token"
+    token = services.settings().v1_access == "token"
     return _document(
         spec.spec,
         paths=lambda path: path.startswith(V1_PREFIX) == versioned,
@@ -66,7 +67,10 @@ def openapi_v2():
     document = _document(spec_v2.spec, paths=lambda path: True, required=True, version="2.0.0")
     # Logging in needs no token; registering neither, unless REGISTRATION=closed (admins only).
     document["paths"]["/api/v2/auth/token"]["post"]["security"] = []
-    if current_app.extensions["settings"].registration == "open":
+    document["paths"]["/api/v2"]["get"]["security"] = []  # discovery: where the live events are
+    # A part's URL is its credential (signed, expiring), as a presigned S3 URL is.
+    document["paths"]["/api/v2/uploads/{upload_id}/parts/{number}"]["put"]["security"] = []
+    if services.settings().registration == "open":
         document["paths"]["/api/v2/users"]["post"]["security"] = []
     return jsonify(document)
 

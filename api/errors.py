@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import errno
 import logging
+from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, current_app, jsonify
+from flask import Flask, jsonify
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, SecurityError
 
-from api import multipart
+from api import multipart, services
 from common.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,62 @@ class ApiError(Exception):
         super().__init__(message)
         self.http_status, self.code, self.message = http_status, code, message
         self.details, self.extra, self.headers = details, extra, headers or {}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One error of the catalogue below: raise it by name, ``raise FILE_NOT_FOUND()``, with
+    its details (``VALIDATION_ERROR.at("field", "why")``) and extra keys as docs/API.md shows."""
+
+    http_status: int
+    code: str
+    message: str
+
+    def __call__(
+        self, details: Any = None, *, headers: dict[str, str] | None = None, **extra: Any
+    ) -> ApiError:
+        status, code, message = self.http_status, self.code, self.message
+        return ApiError(status, code, message, details, headers=headers, **extra)
+
+    def at(self, field: str, problem: Any) -> ApiError:
+        """The error about one field of the request: ``details`` is ``{field: problem}``."""
+        return self({field: problem})
+
+
+# The catalogue: every error a route raises (docs/API.md, "Errors").
+INVALID_JSON = Problem(400, "INVALID_JSON", "Некорректный JSON")
+NOT_AN_OBJECT = Problem(400, "INVALID_JSON", "Ожидается JSON-объект")
+JSON_EXPECTED = Problem(415, "UNSUPPORTED_MEDIA_TYPE", "Ожидается тело в формате application/json")
+VALIDATION_ERROR = Problem(400, "VALIDATION_ERROR", "Неверные данные")
+UNKNOWN_PARAMETER = Problem(400, "UNKNOWN_PARAMETER", "Неизвестный параметр запроса")
+INVALID_LIMIT = Problem(
+    400, "INVALID_LIMIT", "Параметр limit должен быть целым числом от 1 до 1000"
+)
+INVALID_CURSOR = Problem(400, "INVALID_CURSOR", "Недействительный курсор")
+INVALID_TAG = Problem(400, "INVALID_TAG", "Недопустимый тег или категория")
+UNAUTHORIZED = Problem(401, "UNAUTHORIZED", "Требуется авторизация")
+BAD_CREDENTIAL = Problem(401, "UNAUTHORIZED", "Недействительные учетные данные")
+INVALID_CREDENTIALS = Problem(401, "INVALID_CREDENTIALS", "Неверное имя пользователя или пароль")
+FORBIDDEN = Problem(403, "FORBIDDEN", "Доступ запрещен")
+QUOTA_EXCEEDED = Problem(403, "QUOTA_EXCEEDED", "Превышена квота хранилища")
+INSUFFICIENT_SCOPE = Problem(403, "INSUFFICIENT_SCOPE", "Недостаточно прав для этого действия")
+INVALID_SIGNATURE = Problem(403, "INVALID_SIGNATURE", "Ссылка недействительна или истекла")
+NOT_FOUND = Problem(404, "NOT_FOUND", "Ресурс не найден")
+FILE_NOT_FOUND = Problem(404, "FILE_NOT_FOUND", "Файл не найден")
+USER_NOT_FOUND = Problem(404, "USER_NOT_FOUND", "Пользователь не найден")
+KEY_NOT_FOUND = Problem(404, "KEY_NOT_FOUND", "Ключ не найден")
+FILE_NOT_READY = Problem(409, "FILE_NOT_READY", "Файл еще не готов к скачиванию")
+FILE_UNAVAILABLE = Problem(409, "FILE_NOT_READY", "Файл недоступен")
+USER_EXISTS = Problem(409, "USER_EXISTS", "Пользователь уже существует")
+FILE_REJECTED = Problem(422, "FILE_REJECTED", "Файл отклонен: содержимое не соответствует типу")
+UPLOAD_NOT_FOUND = Problem(404, "UPLOAD_NOT_FOUND", "Загрузка не найдена")
+UPLOAD_CLOSED = Problem(409, "UPLOAD_CLOSED", "Загрузка уже завершена или отменена")
+PARTS_MISSING = Problem(400, "PARTS_MISSING", "Получены не все части файла")
+PART_SIZE_MISMATCH = Problem(400, "PART_SIZE_MISMATCH", "Размер части не совпадает с объявленным")
+CHECKSUM_MISMATCH = Problem(400, "CHECKSUM_MISMATCH", "Контрольная сумма части не совпадает")
+FILE_TOO_LARGE = Problem(413, "FILE_TOO_LARGE", "Файл слишком большой")
+EXTENSION_NOT_ALLOWED = Problem(415, "EXTENSION_NOT_ALLOWED", "Недопустимое расширение файла")
+SERVICE_UNAVAILABLE = Problem(503, "SERVICE_UNAVAILABLE", "Сервис временно недоступен")
 
 
 def error_response(
@@ -91,7 +148,7 @@ def upload_error(exc: multipart.UploadError):
     from api.observability import UPLOADS_REFUSED
 
     UPLOADS_REFUSED.labels(exc.code).inc()
-    settings = current_app.extensions["settings"]
+    settings = services.settings()
     if isinstance(exc, multipart.FileTooLarge):
         return error_response(
             413,
@@ -118,7 +175,7 @@ def _outage(exc: Exception, http_status: int, code: str, message: str, retry_aft
 
 
 def passwords_busy() -> type[Exception]:
-    from api.auth.passwords import Busy
+    from common.accounts.passwords import Busy
 
     return Busy
 

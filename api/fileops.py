@@ -12,19 +12,19 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin
 
-from flask import current_app, request, url_for
-from sqlalchemy import Row, select
+from flask import request, url_for
+from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 
+from api import errors, services
 from api.auth import Caller, unauthorized, visible_files
 from api.errors import ApiError
-from api.multipart import stage_upload
+from api.multipart import FileTooLarge, stage_upload
 from api.observability import UPLOAD_BYTES, UPLOADS_ACCEPTED
-from common import labels
-from common.fileinfo import file_metadata, iso_z
-from common.models import OPEN_STATES, File, FileStatus, User
+from common.files import actions, labels, queries, render, usage
+from common.files.pipeline import Pipeline
+from common.models import OPEN_STATES, File, FileStatus
 from common.naming import is_generated_name
-from common.pipeline import Pipeline
 from common.staging import remove_staged
 
 MAX_WAIT = 30
@@ -33,32 +33,7 @@ _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
 
 
 def pipeline() -> Pipeline:
-    return current_app.extensions["pipeline"]
-
-
-#: What a file object shows: a listing reads these columns as plain rows, without building
-#: (and tracking) an ORM object per file, most of the cost of a page of 100.
-LISTED = (
-    File.id,
-    File.name,
-    File.original_name,
-    File.size,
-    File.content_type,
-    File.status,
-    File.uploaded_at,
-    File.stored_at,
-    File.etag,
-    File.sha256,
-    File.extra,
-    File.error,
-    File.category,
-)
-#: LISTED with the owner's username (``owner``), for the v2 file object.
-LISTED_WITH_OWNER = (*LISTED, User.username.label("owner"))
-
-
-def with_owner(query):
-    return query.outerjoin(User, User.id == File.owner_id)
+    return services.pipeline()
 
 
 UrlOf = Callable[[File | Row], str | None]
@@ -67,36 +42,15 @@ UrlOf = Callable[[File | Row], str | None]
 def file_object(file: File | Row, url_of: UrlOf | None = None) -> dict[str, Any]:
     """The v1 file object of docs/API.md (``info``, list entries, ``file_info``); ``url_of``
     from ``download_urls()`` when building many."""
-    body: dict[str, Any] = {
-        "name": file.name,
-        "original_name": file.original_name,
-        "size": file.size,
-        "content_type": file.content_type,
-        "status": file.status.value,
-        "last_modified": iso_z(file.stored_at or file.uploaded_at),
-        "etag": file.etag,
-        "sha256": file.sha256,
-        "metadata": file_metadata(file) | (file.extra or {}),
-        "download_url": (url_of or download_urls())(file),
-    }
-    if file.status in (FileStatus.REJECTED, FileStatus.FAILED):
-        body["error"] = file.error
-    return body
+    return render.file_object(file, (url_of or download_urls())(file))
 
 
 def file_object_v2(file: Row, url_of: UrlOf | None = None, tags: list[str] | None = None):
-    """The v2 file object: the v1 fields, ``owner``, ``tags``, ``category``, ``uploaded_at``.
-    ``tags`` as ``tags_by_file`` gives them (a page's in one query); read here when None."""
+    """The v2 file object. ``tags`` as ``tags_by_file`` gives them (a page's in one query);
+    read here when None."""
     if tags is None:
         tags = tags_by_file([file.id])[file.id]
-    body = file_object(file, url_of)
-    body["owner"] = file.owner
-    body["tags"] = tags
-    body["category"] = file.category
-    body["uploaded_at"] = (
-        body["last_modified"] if file.stored_at is None else iso_z(file.uploaded_at)
-    )
-    return body
+    return render.file_object_v2(file, (url_of or download_urls())(file), tags)
 
 
 def tags_by_file(file_ids: list[int]) -> dict[int, list[str]]:
@@ -141,9 +95,9 @@ class UrlCache:
 def download_urls(*, fresh: bool = False) -> UrlOf:
     """A function giving a file's download URL (None until it is stored), with what it needs
     looked up once per request: a listing asks for a hundred."""
-    ttl = current_app.extensions["settings"].presigned_url_ttl
+    ttl = services.settings().presigned_url_ttl
     storage = pipeline().storage
-    cache: UrlCache = current_app.extensions["download_urls"]
+    cache: UrlCache = services.services().download_urls
     host_url = request.host_url
 
     def sign(key: tuple[str, str]) -> str:
@@ -165,35 +119,40 @@ def download_urls(*, fresh: bool = False) -> UrlOf:
 def download_reply(file: Row, shape: Callable[[Row, UrlOf], dict[str, Any]]) -> dict[str, Any]:
     """``/download``'s reply: a URL signed now (valid for exactly ``expires_in``), and the
     file object in ``shape`` (of the API version asked)."""
-    url = download_urls(fresh=True)(file)
+    url = issue_download(file)
     return {
         "download_url": url,
         "file_info": shape(file, lambda _file: url),
-        "expires_in": current_app.extensions["settings"].presigned_url_ttl,
+        "expires_in": services.settings().presigned_url_ttl,
     }
 
 
+def issue_download(file: Row) -> str:
+    """A freshly signed download URL for a stored file, counted in its owner's usage."""
+    url = download_urls(fresh=True)(file)
+    actions.do_count_download(pipeline().db, file.owner_id)
+    return url
+
+
 def not_found() -> ApiError:
-    return ApiError(404, "FILE_NOT_FOUND", "Файл не найден")
+    return errors.FILE_NOT_FOUND()
 
 
 def load(name: str, who: Caller | None) -> Row:
     """A live file by its generated name, if ``who`` may see it; 404 otherwise, the same
     answer for a file that is someone else's as for one that does not exist."""
     if is_generated_name(name):
-        query = with_owner(select(*LISTED_WITH_OWNER)).where(File.name == name, visible_files(who))
         with pipeline().db.reading() as session:
-            file = session.execute(query).first()
-        if file is not None and file.status != FileStatus.DELETED:
+            file = queries.file_named(session, name, visible_files(who))
+        if file is not None:
             return file
     raise not_found()
 
 
 def refresh(file: Row) -> Row:
     """``file`` read again (its status may have moved)."""
-    query = with_owner(select(*LISTED_WITH_OWNER)).where(File.id == file.id)
     with pipeline().db.reading() as session:
-        return session.execute(query).one()
+        return queries.file_by_id(session, file.id)
 
 
 #: The form parts of a v2 upload besides ``file``.
@@ -203,17 +162,32 @@ LABEL_FIELDS = ("tags", "category")
 def accept_upload(owner: Caller | None, *, labelled: bool = False) -> Row:
     """Stage the request's multipart body and record it for ``owner`` (None: ownerless); with
     ``labelled``, with the form's ``tags`` and ``category`` (a bad one: 400, nothing kept)."""
-    settings = current_app.extensions["settings"]
-    staged = stage_upload(
-        request.stream,
-        request.headers.get("Content-Type"),
-        request.content_length,
-        staging_dir=settings.staging_dir,
-        max_bytes=settings.max_upload_bytes,
-        allowed_extensions=settings.allowed_extensions,
-        now=datetime.now(UTC),
-        fields=LABEL_FIELDS if labelled else (),
-    )
+    settings = services.settings()
+    limit, room = settings.max_upload_bytes, None
+    if owner is not None:
+        with pipeline().db.reading() as session:
+            room_of = usage.room_of(session, owner.user_id, settings.user_quota_mb)
+        if room_of is None:
+            raise unauthorized("the account no longer exists")
+        used, quota = room_of
+        if quota:  # what is left of it caps this upload, before and while it streams
+            room = max(0, quota - used)
+            limit = min(limit, room)
+    try:
+        staged = stage_upload(
+            request.stream,
+            request.headers.get("Content-Type"),
+            request.content_length,
+            staging_dir=settings.staging_dir,
+            max_bytes=limit,
+            allowed_extensions=settings.allowed_extensions,
+            now=datetime.now(UTC),
+            fields=LABEL_FIELDS if labelled else (),
+        )
+    except FileTooLarge:
+        if room is None or room >= settings.max_upload_bytes:
+            raise
+        raise quota_exceeded(used, quota, request.content_length) from None
     try:
         tags = labels.normalise_all(labels.split(staged.form.get("tags", [])))
         categories = [c for c in staged.form.get("category", []) if c.strip()]
@@ -227,6 +201,8 @@ def accept_upload(owner: Caller | None, *, labelled: bool = False) -> Row:
         file = pipeline().accept(
             staged, owner_id=owner.user_id if owner else None, category=category, tags=tags
         )
+    except usage.QuotaExceeded as exc:  # another upload took the room meanwhile
+        raise quota_exceeded(exc.used, exc.quota, exc.size) from None
     except IntegrityError:  # the owner's row is gone (accept removed the staged bytes)
         if owner is None:
             raise
@@ -236,13 +212,14 @@ def accept_upload(owner: Caller | None, *, labelled: bool = False) -> Row:
     return _AcceptedRow(file, owner.username if owner else None, tags)
 
 
-def invalid_label(exc: labels.InvalidLabel) -> ApiError:
-    return ApiError(
-        400,
-        "INVALID_TAG",
-        "Недопустимый тег или категория",
-        details={"label": exc.label, "reason": exc.reason},
+def quota_exceeded(used: int, quota: int, size: int | None) -> ApiError:
+    return errors.QUOTA_EXCEEDED(
+        {"used": used, "quota": quota, "size": size}, headers={"Connection": "close"}
     )
+
+
+def invalid_label(exc: labels.InvalidLabel) -> ApiError:
+    return errors.INVALID_TAG({"label": exc.label, "reason": exc.reason})
 
 
 class _AcceptedRow:
@@ -287,20 +264,9 @@ def wait_for_final_state(file: Row, seconds: int) -> Row:
 
 def not_ready(file: Row) -> ApiError:
     extra = {"reason": file.error} if file.error else {}
-    return ApiError(
-        409,
-        "FILE_NOT_READY",
-        "Файл еще не готов к скачиванию" if file.status in OPEN_STATES else "Файл недоступен",
-        status=file.status.value,
-        **extra,
-    )
+    problem = errors.FILE_NOT_READY if file.status in OPEN_STATES else errors.FILE_UNAVAILABLE
+    return problem(status=file.status.value, **extra)
 
 
 def rejected(file: Row, headers: dict[str, str]) -> ApiError:
-    return ApiError(
-        422,
-        "FILE_REJECTED",
-        "Файл отклонен: содержимое не соответствует типу",
-        details={"reason": file.error, "filename": file.name},
-        headers=headers,
-    )
+    return errors.FILE_REJECTED({"reason": file.error, "filename": file.name}, headers=headers)

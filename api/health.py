@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, current_app, jsonify
 
+from api import services
 from api.schemas import Health, Hello, Response, spec
 from common.fileinfo import iso_z
 from common.storage import StorageError
@@ -24,7 +25,7 @@ def hello():
 @spec.validate(resp=Response(HTTP_200=Health, HTTP_503=Health), tags=["health"])
 def storage_health():
     """Whether the object store answers (503 within 3 s when it does not)."""
-    storage = current_app.extensions["pipeline"].storage
+    storage = services.pipeline().storage
     try:
         storage.health()
     except StorageError as exc:

@@ -1,7 +1,7 @@
 """Per-client rate limits kept in Redis, so they hold across every API process (README,
 "Operations").
 
-flask-limiter has no token bucket; the API document's "10 requests/second with bursts of up to
+flask-limiter has no token bucket; docs/API.md's "10 requests/second with bursts of up to
 20" is a pair of moving windows: ``20/second`` lets a burst of 20 through at once, and
 ``100/10 seconds`` holds the sustained rate to 10 a second. Uploads have their own
 ``5/minute``. ``GET /`` and ``/health/*`` are exempt.
@@ -86,10 +86,9 @@ def login_name_key() -> str:
 
 
 def _login_name_key() -> str:
-    from flask import current_app
-
-    from api.auth import account_named
     from api.bodies import is_text
+    from api.services import accounts
+    from common.accounts.users import account_named
     from common.models import identity_key
 
     body = request.get_json(silent=True)
@@ -98,29 +97,21 @@ def _login_name_key() -> str:
         value = body.get("username") if body.get("username") is not None else body.get("email")
     if not isinstance(value, str) or not value or not is_text(value):
         return "login:-"  # refused by the route's validation
-    with current_app.extensions["pipeline"].db.reading() as session:
+    with accounts().db.reading() as session:
         user = account_named(session, value)
     return f"login:user:{user.id}" if user else f"login:name:{identity_key(value)[:254]}"
 
 
 def known_client() -> bool:
     """Whether this client has logged in to the account the request names before."""
-    from flask import current_app
-    from sqlalchemy import select
-
-    from common.models import AuthSession
+    from api.services import accounts
+    from common.accounts import logins
 
     key = login_name_key()
     if not key.startswith("login:user:"):
         return False
     user_id = int(key.rsplit(":", 1)[1])
-    with current_app.extensions["pipeline"].db.reading() as session:
-        found = session.scalar(
-            select(AuthSession.id)
-            .where(AuthSession.user_id == user_id, AuthSession.client == client_key())
-            .limit(1)
-        )
-    return found is not None
+    return logins.has_logged_in_from(accounts(), user_id, client_key())
 
 
 def client_key() -> str:

@@ -15,7 +15,7 @@ import re
 import time
 import uuid
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -26,11 +26,10 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from sqlalchemy import func, select
 
-from api.errors import ApiError
+from api import errors, services
+from common.files import queries
 from common.logs import request_id
-from common.models import File
 
 log = logging.getLogger("api.access")
 bp = Blueprint("metrics", __name__)
@@ -99,7 +98,7 @@ def _forget(_exc) -> None:
 @bp.get("/metrics")
 def metrics():
     if not _may_read_metrics(request.remote_addr):
-        raise ApiError(404, "NOT_FOUND", "Ресурс не найден")
+        raise errors.NOT_FOUND()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
@@ -117,16 +116,15 @@ def _may_read_metrics(address: str | None) -> bool:
         return False
     if ip.version == 6 and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    allowed = current_app.extensions["settings"].metrics_allow
+    allowed = services.settings().metrics_allow
     return any(ip in ipaddress.ip_network(net, strict=False) for net in allowed)
 
 
 def _file_counts() -> CollectorRegistry:
     registry = CollectorRegistry()
     gauge = Gauge("pipeline_files", "Files by status", ["status"], registry=registry)
-    db = current_app.extensions["pipeline"].db
-    with db.session() as session:
-        rows = session.execute(select(File.status, func.count()).group_by(File.status))
-        for status, count in rows:
+    db = services.pipeline().db
+    with db.reading() as session:
+        for status, count in queries.count_by_status(session).items():
             gauge.labels(status.value).set(count)
     return registry

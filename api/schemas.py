@@ -25,12 +25,12 @@ from spectree import Response, SpecTree
 from spectree.model_adapter.pydantic_adapter import BaseFile
 from spectree.plugins.flask_plugin import FlaskPlugin
 
-from api.errors import ApiError
+from api import errors
 from common.models import FileStatus, identity_key
 
 
 def _precis(value: str) -> str:
-    from common.usernames import check
+    from common.accounts.usernames import check
 
     return check(value)
 
@@ -183,13 +183,13 @@ class DeleteReply(BaseModel):
     filename: str
 
 
-def errors(*codes: int) -> dict[str, type[BaseModel]]:
+def error_replies(*codes: int) -> dict[str, type[BaseModel]]:
     return {f"HTTP_{code}": ErrorBody for code in codes}
 
 
 def replies(ok: dict[str, Any], *error_codes: int) -> Response:
     """A spectree Response: the success bodies, the given errors, and the ones any route has."""
-    return Response(**ok, **errors(*error_codes, 429, 500, 503))
+    return Response(**ok, **error_replies(*error_codes, 429, 500, 503))
 
 
 def before_handler(req, resp, req_validation_error, instance, model_adapter) -> None:
@@ -204,20 +204,14 @@ def before_handler(req, resp, req_validation_error, instance, model_adapter) -> 
             unknown.append(name)
         fields.setdefault(name, error["msg"])
     if unknown:
-        raise ApiError(
-            400,
-            "UNKNOWN_PARAMETER",
-            "Неизвестный параметр запроса",
-            details={"unknown": sorted(unknown)},
+        raise errors.UNKNOWN_PARAMETER(
+            {"unknown": sorted(unknown)},
         )
     if "limit" in fields:
-        raise ApiError(
-            400,
-            "INVALID_LIMIT",
-            "Параметр limit должен быть целым числом от 1 до 1000",
-            details={"limit": req.args.get("limit")},
+        raise errors.INVALID_LIMIT(
+            {"limit": req.args.get("limit")},
         )
-    raise ApiError(400, "VALIDATION_ERROR", "Неверные данные", details=fields)
+    raise errors.VALIDATION_ERROR(fields)
 
 
 #: ``app.config`` key: check every reply against its documented model as well. On in debug mode

@@ -10,7 +10,7 @@ and beat on free ports, injects its fault for real, lets the pipeline recover, a
 - recovery: seconds from the end of the fault (the dependency back, the worker killed) to
   the last file settled.
 
-Timings are those of ``tests.services.SHORTENED`` (each shortened there says why), except in
+Timings are those of ``testkit.services.SHORTENED`` (each shortened there says why), except in
 the scenarios marked shipped, which run with every setting at its default.
 """
 
@@ -29,10 +29,12 @@ from pathlib import Path
 import psutil
 from sqlalchemy import select
 
+from api.services import services
 from common.models import File
 from common.tasks import INGEST
-from tests import multipart
-from tests.services import FaultEnv, make_fault_env
+from testkit import multipart
+from testkit.processes import PG_PORT
+from testkit.services import FaultEnv, make_fault_env
 
 FINAL = ("stored", "rejected", "failed", "deleted")
 MIB = 1024 * 1024
@@ -140,7 +142,7 @@ def duplicate_deliveries(env: FaultEnv, n: int) -> list[str]:
     app = env.app()
     client = app.test_client()
     names = [upload(client, *payload(i)) for i in range(n)]
-    publisher = app.extensions["pipeline"].publisher
+    publisher = services(app).pipeline.publisher
     with env.db.session() as session:
         ids = session.scalars(select(File.id).where(File.name.in_(names))).all()
     for file_id in ids:
@@ -150,7 +152,7 @@ def duplicate_deliveries(env: FaultEnv, n: int) -> list[str]:
 
 
 def lost_publish(env: FaultEnv, n: int) -> list[str]:
-    from tests.conftest import free_port
+    from testkit.processes import free_port
 
     client = env.app(redis_url=f"redis://127.0.0.1:{free_port()}/0").test_client()
     names = [upload(client, *payload(i)) for i in range(n)]
@@ -169,7 +171,7 @@ def redis_emptied(env: FaultEnv, n: int) -> list[str]:
     client = app.test_client()
     redis.Redis.from_url(env.settings.redis_url).set(SENTINEL, 1)  # a broker in service
     names = [upload(client, *payload(i)) for i in range(n)]  # queued: no worker yet
-    app.extensions["pipeline"].marks.flush()
+    services(app).pipeline.marks.flush()
     env.redis.stop()
     env.redis.start()  # without its data: the queued tasks are gone
     env.fault_over = time.monotonic()
@@ -180,9 +182,9 @@ def redis_emptied(env: FaultEnv, n: int) -> list[str]:
 
 def database_down_past_retries(env: FaultEnv, n: int) -> list[str]:
     """PostgreSQL cut off from the API and the workers for longer than every store retry."""
-    from tests.tcpproxy import TcpProxy
+    from testkit.tcpproxy import TcpProxy
 
-    line = TcpProxy(5432)
+    line = TcpProxy(PG_PORT)
     env.closers.append(line.close)
     url = env.db.engine.url.set(port=line.port).render_as_string(hide_password=False)
     env.settings = replace(env.settings, database_url=url)

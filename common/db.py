@@ -205,6 +205,10 @@ class Database:
         finally:
             session.close()
 
+    def ring_with(self, doorbell) -> None:
+        """Ring ``doorbell`` after each commit that wrote events (common.files.events)."""
+        self._factory.configure(info={"events.doorbell": doorbell})
+
     def dispose(self) -> None:
         self.engine.dispose()
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import enum
 import unicodedata
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Enum,
     ForeignKey,
@@ -94,6 +95,36 @@ class FileStatus(enum.StrEnum):
 OPEN_STATES = (FileStatus.PENDING, FileStatus.PROCESSING)
 
 
+class Failure(enum.StrEnum):
+    """Why a file ended ``failed``, as data: what the reconciler and operators act on (the
+    message in ``error`` is for people and may be reworded)."""
+
+    #: The store stayed unavailable through every retry: requeued once it answers again.
+    OUTAGE = "outage"
+    #: The store refused the object for a reason retrying will not change.
+    REFUSED = "refused"
+    #: The staged copy no longer matches the upload's digest.
+    DAMAGED = "damaged"
+    #: The staged copy is gone and the store has no verified copy.
+    LOST = "lost"
+    #: Handed out OUTBOX_MAX_PUBLISHES times without an answer.
+    EXHAUSTED = "exhausted"
+
+    def describe(self, detail: object = "") -> str:
+        """The message shown to people for this failure (``detail``: the store's reason or
+        the number of attempts)."""
+        return _FAILURE_MESSAGES[self].format(detail)
+
+
+_FAILURE_MESSAGES = {
+    Failure.OUTAGE: "Хранилище недоступно: {}",
+    Failure.REFUSED: "Хранилище отказало: {}",
+    Failure.DAMAGED: "Промежуточная копия файла повреждена",
+    Failure.LOST: "Промежуточная копия файла утеряна",
+    Failure.EXHAUSTED: "Файл не обработан после {} попыток",
+}
+
+
 class OutboxKind(enum.StrEnum):
     INGEST = "ingest"
     METADATA = "metadata"
@@ -106,7 +137,29 @@ def identity_key(text: str) -> str:
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
 
 
-class User(Base):
+class _KeyedIdentity:
+    """A username and an email address kept with their identity keys (``identity_key``),
+    which the unique constraints compare."""
+
+    username_key: Mapped[str]
+    email_key: Mapped[str]
+
+    @validates("username")
+    def _key_username(self, _key: str, value: str) -> str:
+        self.username_key = identity_key(value)
+        self._named(value)
+        return value
+
+    @validates("email")
+    def _key_email(self, _key: str, value: str) -> str:
+        self.email_key = identity_key(value)
+        return value
+
+    def _named(self, username: str) -> None:
+        """What else a class keeps about a name (an account: what it looks like)."""
+
+
+class User(_KeyedIdentity, Base):
     """A user; the spelling given is kept for display, uniqueness is decided on the keys."""
 
     __tablename__ = "users"
@@ -125,25 +178,22 @@ class User(Base):
     #: When the account was deleted: its row stays as a tombstone (its files, deleted too,
     #: still name it), its name and address are erased and free for others.
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: Bytes of the account's pending, processing and stored files: what its quota holds,
+    #: kept with every upload and status change (``common.files.usage``).
+    used_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    #: The account's own quota in MiB (0: none); None: USER_QUOTA_MB.
+    quota_mb: Mapped[int | None] = mapped_column(Integer)
 
-    #: What the name looks like (``common.usernames.skeleton``): a look-alike is refused.
+    #: What the name looks like (``common.accounts.usernames.skeleton``): a look-alike is refused.
     username_skeleton: Mapped[str | None] = mapped_column(Text, index=True)
 
-    @validates("username")
-    def _key_username(self, _key: str, value: str) -> str:
-        from common.usernames import skeleton
+    def _named(self, username: str) -> None:
+        from common.accounts.usernames import skeleton
 
-        self.username_key = identity_key(value)
-        self.username_skeleton = skeleton(value)
-        return value
-
-    @validates("email")
-    def _key_email(self, _key: str, value: str) -> str:
-        self.email_key = identity_key(value)
-        return value
+        self.username_skeleton = skeleton(username)
 
 
-class OpenUser(Base):
+class OpenUser(_KeyedIdentity, Base):
     """A user of open v1 (``V1_ACCESS=open``): a name and an address anyone may list and add,
     unique among themselves, never an account (docs/API.md, "Users")."""
 
@@ -155,16 +205,6 @@ class OpenUser(Base):
     username_key: Mapped[str] = mapped_column(Text, unique=True)
     email_key: Mapped[str] = mapped_column(Text, unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-
-    @validates("username")
-    def _key_username(self, _key: str, value: str) -> str:
-        self.username_key = identity_key(value)
-        return value
-
-    @validates("email")
-    def _key_email(self, _key: str, value: str) -> str:
-        self.email_key = identity_key(value)
-        return value
 
 
 class ApiKey(Base):
@@ -211,7 +251,7 @@ def search_key(text: str) -> str:
 
 
 class Tag(Base):
-    """A label, normalised (``common.labels``); shared by every owner, counted per owner."""
+    """A label, normalised (``common.files.labels``); shared by every owner, counted per owner."""
 
     __tablename__ = "tags"
 
@@ -270,6 +310,10 @@ class File(Base):
     md5: Mapped[str | None] = mapped_column(String(32))
     etag: Mapped[str | None] = mapped_column(String(128))
     error: Mapped[str | None] = mapped_column(Text)
+    #: Why a ``failed`` file failed (``error`` says it in words).
+    failure: Mapped[Failure | None] = mapped_column(
+        Enum(Failure, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
+    )
     extra: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -284,6 +328,63 @@ class File(Base):
     def _key_original_name(self, _key: str, value: str) -> str:
         self.search_name = search_key(value)
         return value
+
+
+class FileEvent(Base):
+    """One change of a file, for its owner's live status (docs/API.md, "Live status"):
+    written in the same transaction as the change (``common.files.states``), read by id in
+    commit order by the realtime process, kept EVENTS_RETENTION."""
+
+    __tablename__ = "file_events"
+    __table_args__ = (
+        # An owner's events after an id (a client's replay), and the pruning of old ones.
+        Index("ix_file_events_owner_id", "owner_id", "id"),
+        Index("ix_file_events_at", "at"),
+        # SQLite: never an id twice, also once every row was pruned (migration 0012).
+        {"sqlite_autoincrement": True},
+    )
+
+    #: Increasing; BIGINT on PostgreSQL (SQLite's INTEGER PRIMARY KEY is 64-bit already).
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), index=True)
+    #: The file's owner then (None: an ownerless file of open v1).
+    owner_id: Mapped[int | None] = mapped_column(Integer)
+    #: ``file.<status>`` for a status, ``file.metadata``, ``file.renamed``, ``file.labels``.
+    type: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class UsageTotal(Base):
+    """An account's live files and bytes in one status, kept as the work happens
+    (``common.files.usage``), never by scanning files."""
+
+    __tablename__ = "usage_totals"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    files: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class UsageDay(Base):
+    """What an account did on one day (UTC), counted as it happened."""
+
+    __tablename__ = "usage_daily"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    uploads: Mapped[int] = mapped_column(BigInteger, default=0)
+    upload_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    downloads: Mapped[int] = mapped_column(BigInteger, default=0)
+    deletes: Mapped[int] = mapped_column(BigInteger, default=0)
+    rejected: Mapped[int] = mapped_column(BigInteger, default=0)
+    failed: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class OutboxEntry(Base):
@@ -301,3 +402,64 @@ class OutboxEntry(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=db_now(), index=True)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     publish_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class UploadState(enum.StrEnum):
+    OPEN = "open"  # parts may be sent
+    COMPLETED = "completed"  # its file exists (``file_id``)
+    ABORTED = "aborted"  # by its owner, or by beat past UPLOAD_TTL: parts gone, bytes freed
+
+
+class DirectUpload(Base):
+    """A direct upload (docs/API.md, "Direct uploads"): a file declared first and sent in parts
+    of ``part_size`` straight to the store (or, on the filesystem store, to signed URLs the API
+    serves). Its declared bytes are reserved against the owner's quota from creation on."""
+
+    __tablename__ = "uploads"
+    __table_args__ = (Index("ix_uploads_state_expires", "state", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    original_name: Mapped[str] = mapped_column(String(255))
+    extension: Mapped[str] = mapped_column(String(16))
+    size: Mapped[int] = mapped_column(BigInteger)
+    #: Declared by the client (hex); the file's bytes are checked against it.
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    part_size: Mapped[int] = mapped_column(BigInteger)
+    part_count: Mapped[int] = mapped_column(Integer)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    category: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[UploadState] = mapped_column(
+        Enum(
+            UploadState,
+            native_enum=False,
+            length=16,
+            values_callable=lambda e: [m.value for m in e],
+        ),
+        default=UploadState.OPEN,
+    )
+    #: The file it became (complete).
+    file_id: Mapped[int | None] = mapped_column(
+        ForeignKey("files.id", ondelete="SET NULL"), index=True
+    )
+    #: The store's own id of the multipart upload (S3's UploadId), where it has one.
+    store_upload_id: Mapped[str | None] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class UploadPart(Base):
+    """The service's ledger of one part of a direct upload: what resume and complete trust."""
+
+    __tablename__ = "upload_parts"
+
+    upload_id: Mapped[str] = mapped_column(
+        ForeignKey("uploads.id", ondelete="CASCADE"), primary_key=True
+    )
+    part_number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    #: The part's sha256 (hex): declared by the client, or computed when received.
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    etag: Mapped[str | None] = mapped_column(String(128))
+    received_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -77,6 +77,7 @@ class Publisher:
         self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
         self._url = settings.redis_url
         self._timeout = options["socket_timeout"]
+        self._client = None  # for the sentinel: one client (and its pool) for the process
         # The transport's own exceptions (redis-py's ConnectionError is not an OSError), which
         # Celery's send_task would have re-raised as kombu errors.
         self._errors = self._connection.connection_errors + self._connection.channel_errors
@@ -121,25 +122,27 @@ class Publisher:
         ``remember_broker`` once the loss is recorded, so a pass that fails in between finds
         the loss again."""
         try:
-            with self._redis() as client:
-                return not client.exists(SENTINEL)
+            return not self._redis().exists(SENTINEL)
         except (self._redis_errors(), OSError):
             return None
 
     def remember_broker(self) -> None:
         """Set ``SENTINEL``: what the broker holds from now on is known to the outbox."""
         try:
-            with self._redis() as client:
-                client.set(SENTINEL, os.getpid())
+            self._redis().set(SENTINEL, os.getpid())
         except (self._redis_errors(), OSError) as exc:
             log.warning("could not set the broker sentinel: %s", exc)
 
     def _redis(self):
-        import redis
+        """The sentinel's client, made on first use (redis-py's pool reconnects after a
+        broker restart, and after a fork makes connections of the child's own)."""
+        if self._client is None:
+            import redis
 
-        return redis.Redis.from_url(
-            self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
-        )
+            self._client = redis.Redis.from_url(
+                self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
+            )
+        return self._client
 
     @staticmethod
     def _redis_errors() -> type[Exception]:
@@ -148,6 +151,8 @@ class Publisher:
         return redis.RedisError
 
     def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
         self._producers.force_close_all()
         self._connections.force_close_all()
         self._connection.release()

@@ -4,7 +4,8 @@ API (api.create_app), the workers (worker.tasks) and the operator commands (thro
 from __future__ import annotations
 
 from common.db import Database
-from common.pipeline import Pipeline
+from common.files.events import Doorbell
+from common.files.pipeline import Pipeline
 from common.queue import Publisher
 from common.settings import Settings
 from common.storage import Storage, from_settings
@@ -13,9 +14,11 @@ from common.storage import Storage, from_settings
 def build_pipeline(settings: Settings, *, storage: Storage | None = None) -> Pipeline:
     """The database, the store (``storage`` if one is built already), the publisher, and the
     pipeline over them."""
+    db = Database(settings.database_url, timeout=settings.database_timeout)
+    db.ring_with(Doorbell(settings.redis_url))
     return Pipeline(
         settings=settings,
-        db=Database(settings.database_url, timeout=settings.database_timeout),
+        db=db,
         storage=storage or from_settings(settings),
         publisher=Publisher(settings),
     )

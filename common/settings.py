@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import os
 import secrets
+import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -225,6 +226,19 @@ class Settings:
     # long is taken back by the reconciler (its worker died), so a dead worker's files move
     # again within CLAIM_LEASE + RECONCILE_INTERVAL.
     claim_lease: int = _setting("CLAIM_LEASE", 60, _positive_int)
+    # Each account's quota in MiB (0: none) unless it has its own (users set-quota).
+    user_quota_mb: int = _setting("USER_QUOTA_MB", 0, _non_negative_int)
+    # How long a file's events (live status, replay) are kept; beat prunes older ones.
+    events_retention: int = _setting("EVENTS_RETENTION", 24 * 3600, _positive_int)
+    # Direct uploads (docs/API.md, "Direct uploads"): the largest file, the size of each part
+    # (S3: 5 MiB to 5 GiB, at most 10,000 parts), and how long an upload may stay incomplete
+    # before beat aborts it and frees its reserved bytes.
+    max_direct_upload_mb: int = _setting("MAX_DIRECT_UPLOAD_MB", 5120, _positive_int)
+    upload_part_mb: int = _setting("UPLOAD_PART_MB", 8, _positive_int)
+    upload_ttl: int = _setting("UPLOAD_TTL", 24 * 3600, _positive_int)
+    # Where clients reach the realtime process (GET /api/v2 tells them); unset: the API's own
+    # address, as behind the shipped proxy. The local stack gives it a port of its own.
+    realtime_url: str | None = _setting("REALTIME_URL", None, _url)
     max_image_pixels: int = _setting("MAX_IMAGE_PIXELS", 50_000_000, _positive_int)
     # Accounts and tokens (docs/API.md, "Authentication"). v1 routes: 'open' (no credentials,
     # ownerless files only) or 'token' (credentials as in v2, the caller's files only).
@@ -241,6 +255,17 @@ class Settings:
     ratelimit_login: str = _setting("RATELIMIT_LOGIN", "10/minute", _limit)
     # Registrations per client address (each costs a password hash).
     ratelimit_register: str = _setting("RATELIMIT_REGISTER", "5/minute;20/hour", _limit)
+
+    @classmethod
+    def from_env_or_exit(cls) -> Settings:
+        """Settings from the environment; a bad one ends the process with one line on stderr
+        (``error: NAME=value is invalid: why``) and exit status 2: what every process type
+        does at start."""
+        try:
+            return cls.from_env()
+        except SettingsError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -265,6 +290,15 @@ class Settings:
         """Validate combinations of settings that no single coercer can see."""
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise SettingsError("S3_BUCKET must be set when STORAGE_BACKEND=s3")
+        if not 5 <= self.upload_part_mb <= 5120:
+            raise SettingsError(
+                f"UPLOAD_PART_MB={self.upload_part_mb} is invalid: S3's parts are 5 MiB to 5 GiB"
+            )
+        if -(-self.max_direct_upload_mb // self.upload_part_mb) > 10_000:
+            raise SettingsError(
+                f"MAX_DIRECT_UPLOAD_MB={self.max_direct_upload_mb} needs more than S3's 10,000"
+                f" parts of UPLOAD_PART_MB={self.upload_part_mb}"
+            )
         if self.presigned_url_ttl > MAX_PRESIGNED_TTL:
             raise SettingsError(
                 f"PRESIGNED_URL_TTL={self.presigned_url_ttl} is invalid: S3 refuses URLs valid"

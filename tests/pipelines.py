@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
+from common.files.pipeline import Pipeline
 from common.models import File, OutboxEntry
 from common.naming import generate_name
-from common.pipeline import Pipeline
 from common.queue import Publisher
 from common.staging import StagedUpload, staged_path
 from common.storage import from_settings

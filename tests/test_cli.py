@@ -3,6 +3,7 @@
 import io
 import json
 
+import boto3
 from sqlalchemy import update
 
 from common.models import File, FileStatus
@@ -62,14 +63,23 @@ def test_reconcile_runs_once(app):
         "requeued": 0,
         "reaped": 0,
         "repaired": 0,
+        "pruned": 0,
+        "expired": 0,
     }
 
 
 def test_create_bucket(app, clean_stack):
     result = app.test_cli_runner().invoke(args=["create-bucket"])
     if clean_stack.settings.storage_backend == "s3":
-        assert result.exit_code == 0
-        assert json.loads(result.output) == {"bucket": clean_stack.settings.s3_bucket}
+        assert result.exit_code == 0, result.output
+        bucket = clean_stack.settings.s3_bucket
+        assert json.loads(result.output) == {"bucket": bucket, "lifecycle": "set", "cors": "set"}
+        store = boto3.client("s3", endpoint_url=clean_stack.settings.s3_endpoint_url)
+        (rule,) = store.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+        assert rule["Filter"] == {"Prefix": "uploads/"}
+        assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 2}  # TTL 24 h
+        (cors,) = store.get_bucket_cors(Bucket=bucket)["CORSRules"]
+        assert cors["ExposeHeaders"] == ["ETag"] and "PUT" in cors["AllowedMethods"]
     else:
         assert result.exit_code != 0 and "not s3" in result.output
 

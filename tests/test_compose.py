@@ -16,6 +16,7 @@ ENTRY_POINTS = {
     "flower": "celery -A worker flower",
     "migrate": "alembic upgrade head",
     "create-bucket": "flask --app api create-bucket",
+    "realtime": "python -m realtime",
 }
 
 
@@ -166,3 +167,11 @@ def test_generated_credentials_are_random_private_and_kept(tmp_path):
     assert (first / "minio-root-user").read_text() != (first / "app-access-key").read_text()
     flower = (first / "flowerconfig.py").read_text()
     assert flower == f"basic_auth = ['admin:{(first / 'flower-password').read_text()}']\n"
+
+
+def test_the_store_aborts_abandoned_direct_uploads_and_lets_browsers_read_etags():
+    """MinIO has no bucket lifecycle rule for incomplete multipart uploads nor bucket CORS: its
+    environment does the same (other stores get the rules from ``create-bucket``)."""
+    env = compose()["services"]["minio"]["environment"]
+    assert env["MINIO_API_STALE_UPLOADS_EXPIRY"] == "48h"  # past UPLOAD_TTL (24 h)
+    assert env["MINIO_API_CORS_ALLOW_ORIGIN"] == "*"

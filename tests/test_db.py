@@ -7,6 +7,7 @@ import time
 import pytest
 from sqlalchemy import func, select, text
 
+from api.services import services
 from common.db import Database
 from common.models import User
 
@@ -136,7 +137,7 @@ def test_libpq_options_in_the_url_are_kept_beside_the_timeout(tmp_path):
             "/api/v2/users",
             json={"username": "alice", "email": "a@example.com", "password": "long enough"},
         )
-        app.extensions["pipeline"].close()
+        services(app).pipeline.close()
         assert reply.status_code == 201, reply.json
         with psycopg.connect(base.replace("+psycopg", "")) as conn:
             assert conn.execute("SELECT username FROM app.users").fetchall() == [("alice",)]

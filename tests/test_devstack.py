@@ -16,6 +16,7 @@ from tests.conftest import ROOT, eventually, free_port
 
 def test_dev_stack_runs_stores_and_stops_cleanly(tmp_path):
     api_port, flower_port, redis_port = free_port(), free_port(), free_port()
+    realtime_port = free_port()
     var = tmp_path / "var"
     env = {
         key: value
@@ -30,6 +31,7 @@ def test_dev_stack_runs_stores_and_stops_cleanly(tmp_path):
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "API_PORT": str(api_port),
         "FLOWER_PORT": str(flower_port),
+        "REALTIME_PORT": str(realtime_port),
         "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
     }
     log = tmp_path / "stack.log"
@@ -41,6 +43,10 @@ def test_dev_stack_runs_stores_and_stops_cleanly(tmp_path):
     try:
         assert eventually(lambda: _get(f"{api}/") == 200, timeout=60), log.read_text()
         assert eventually(lambda: _get(f"http://127.0.0.1:{flower_port}/") == 200, timeout=30)
+        live = f"http://127.0.0.1:{realtime_port}"
+        assert eventually(lambda: _get(f"{live}/healthz") == 200, timeout=30), log.read_text()
+        where = requests.get(f"{api}/api/v2", timeout=5).json()
+        assert where["events_url"] == f"{live}/api/v2/events"
         document = tmp_path / "document.txt"
         document.write_text("hello from curl\n")
         upload = subprocess.run(
@@ -67,7 +73,7 @@ def test_dev_stack_runs_stores_and_stops_cleanly(tmp_path):
             for conn in process.net_connections("inet")
             if conn.status == psutil.CONN_LISTEN
         }
-        assert {port for _, port in listening} >= {api_port, flower_port, redis_port}
+        assert {port for _, port in listening} >= {api_port, flower_port, redis_port, realtime_port}
         assert {ip for ip, _ in listening} <= {"127.0.0.1", "::1"}, listening
     finally:
         stack.send_signal(signal.SIGINT)

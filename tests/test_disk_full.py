@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 
 from api import create_app
-from tests import multipart
+from testkit import multipart
 from tests.conftest import close_app
 
 

@@ -260,7 +260,7 @@ def test_download_of_pending_file_is_409(client, clean_stack):
     assert reply.get_json()["status"] == "pending"
 
 
-def test_download_reply_matches_the_seed(client, clean_stack):
+def test_download_reply_matches_the_documented_shape(client, clean_stack):
     pdf = samples.pdf()
     body = stored(client, clean_stack, "report.pdf", pdf)
     reply = client.get(f"/files/{body['filename']}/download")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from api.services import services
 from common.storage.filesystem import TEMPORARY
 from tests.test_storage_contract import put
 
@@ -21,7 +22,7 @@ def app_and_store(tmp_path):
     database_url = f"sqlite:///{tmp_path / 'x.db'}"
     migrate(database_url)
     app = create_app(settings_for(tmp_path, database_url=database_url))
-    yield app, app.extensions["pipeline"].storage
+    yield app, services(app).pipeline.storage
     close_app(app)
 
 
@@ -52,7 +53,7 @@ def test_a_staged_upload_and_its_name_reach_the_disk(tmp_path, synced):
     from datetime import UTC, datetime
 
     from api.multipart import stage_upload
-    from tests import multipart
+    from testkit import multipart
 
     body = multipart.file_body("a.txt", b"durable")
     staged = stage_upload(
@@ -91,7 +92,7 @@ def test_what_a_killed_writer_left_is_swept_and_a_write_under_way_is_not(app_and
 
 
 def test_the_reconciler_sweeps_the_store(app_and_store):
-    from common.reconcile import reconcile
+    from common.files.reconcile import reconcile
 
     app, storage = app_and_store
     temporary = storage.root / TEMPORARY
@@ -99,7 +100,7 @@ def test_the_reconciler_sweeps_the_store(app_and_store):
     left = temporary / "put-abandoned"
     left.write_bytes(b"x")
     os.utime(left, (0, 0))
-    assert reconcile(app.extensions["pipeline"]).reaped == 1
+    assert reconcile(services(app).pipeline).reaped == 1
     assert not left.exists()
 
 

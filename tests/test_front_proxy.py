@@ -19,9 +19,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+import requests
 
 from deploy.nginx.__main__ import render, values_from
-from tests import multipart
+from testkit import multipart
+from testkit.live import SseClient, WsClient, collect
+from testkit.processes import start_realtime
+from tests.accounts import account
 from tests.conftest import Server, eventually, free_port, start_gunicorn
 
 #: client_header_timeout and client_body_timeout of the shipped configuration.
@@ -47,9 +51,15 @@ class Proxy:
             conn.close()
 
 
-def start_nginx(tmp: Path, port: int, upstream: str) -> subprocess.Popen:
+def start_nginx(
+    tmp: Path, port: int, upstream: str, realtime: str = "127.0.0.1:9", store: dict | None = None
+) -> subprocess.Popen:
+    """nginx with the shipped configuration; ``store``: STORE_UPSTREAM and S3_BUCKET."""
     conf = tmp / "nginx.conf"
-    values = values_from({"LISTEN": f"127.0.0.1:{port}", "API_UPSTREAM": upstream})
+    values = values_from(
+        {"LISTEN": f"127.0.0.1:{port}", "API_UPSTREAM": upstream, "REALTIME_UPSTREAM": realtime}
+        | (store or {})
+    )
     conf.write_text(render(values))
     with open(tmp / "nginx.log", "wb") as log:  # the child keeps its own copy
         process = subprocess.Popen(
@@ -73,16 +83,19 @@ def _listening(port: int) -> bool:
 
 @pytest.fixture
 def proxy(clean_stack, tmp_path) -> Iterator[Proxy]:
-    settings = clean_stack.settings
-    api = start_gunicorn(
-        replace(settings, ratelimit_enabled=True),
-        tmp_path / "gunicorn.log",
-        TRUSTED_PROXY_COUNT="1",
-        GUNICORN_THREADS="4",
-    )
+    """gunicorn behind nginx; on S3, the store's presigned URLs go through nginx too (as in the
+    compose stack: S3_PUBLIC_ENDPOINT_URL is the proxy's address)."""
+    settings, store = replace(clean_stack.settings, ratelimit_enabled=True), None
     port = free_port()
+    if settings.storage_backend == "s3":
+        upstream = settings.s3_endpoint_url.removeprefix("http://")
+        store = {"STORE_UPSTREAM": upstream, "S3_BUCKET": settings.s3_bucket}
+        settings = replace(settings, s3_public_endpoint_url=f"http://127.0.0.1:{port}")
+    api = start_gunicorn(
+        settings, tmp_path / "gunicorn.log", TRUSTED_PROXY_COUNT="1", GUNICORN_THREADS="4"
+    )
     try:
-        nginx = start_nginx(tmp_path, port, api.url.removeprefix("http://"))
+        nginx = start_nginx(tmp_path, port, api.url.removeprefix("http://"), store=store)
     except BaseException:  # no gunicorn left behind when nginx cannot start
         api.stop()
         raise
@@ -188,3 +201,58 @@ def test_the_proxy_answers_its_own_refusals_in_the_error_shape(proxy):
     status, headers, body = proxy.request("GET", "/files")
     assert status == 502 and headers["Content-Type"].startswith("application/json")
     assert json.loads(body)["code"] == "SERVICE_UNAVAILABLE"
+
+
+def test_live_status_passes_through_the_proxy(clean_stack, tmp_path):
+    """SSE unbuffered and WebSocket upgraded, both at the API's own address."""
+    settings = replace(clean_stack.settings, v1_access="token")
+    api = start_gunicorn(settings, tmp_path / "gunicorn.log", TRUSTED_PROXY_COUNT="1")
+    live = start_realtime(settings, tmp_path / "realtime.log")
+    port = free_port()
+    nginx = start_nginx(
+        tmp_path, port, api.url.removeprefix("http://"), live.url.removeprefix("http://")
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        where = requests.get(base + "/api/v2").json()
+        assert where["events_url"] == base + "/api/v2/events"
+        assert where["ws_url"] == f"ws://127.0.0.1:{port}/api/v2/ws"
+        alice = account(base, "alice")
+        socket_ = WsClient(where["ws_url"], alice.auth)
+        stream = SseClient(where["events_url"], alice.auth)
+        assert stream.status == 200 and socket_.next()["type"] == "ready"
+        name = alice.upload(data=b"through the proxy\n", name="proxied.txt")
+        for client in (socket_, stream):
+            events = collect(client, lambda e: e["type"] == "file.stored", timeout=30)
+            assert [e["type"] for e in events if e["file"]["name"] == name][:3] == [
+                "file.pending",
+                "file.processing",
+                "file.stored",
+            ]
+        socket_.close()
+        stream.close()
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+        live.stop()
+        api.stop()
+
+
+def test_a_direct_upload_passes_through_the_proxy(proxy, clean_stack):
+    """A part of UPLOAD_PART_MB (8 MiB) is PUT through the proxy to its signed URL (the API's,
+    or on S3 the store's)."""
+    base = f"http://{proxy.host}:{proxy.port}"
+    alice = account(base, "alice")
+    data = b"direct through the proxy\n" * (9 * 1024 * 1024 // 25)
+    created = alice.post("/api/v2/uploads", json={"filename": "d.txt", "size": len(data)})
+    assert created.status_code == 201, created.text
+    parts = created.json()["parts"]
+    assert [p["size"] for p in parts] == [8 * 1024 * 1024, len(data) - 8 * 1024 * 1024]
+    for part in parts:
+        assert part["url"].startswith(base)  # the address the client used
+        start = (part["part_number"] - 1) * 8 * 1024 * 1024
+        body = data[start : start + part["size"]]
+        sent = requests.put(part["url"], data=body, headers=part["headers"], timeout=30)
+        assert sent.status_code == 200, sent.text
+    done = alice.post(f"/api/v2/uploads/{created.json()['upload_id']}/complete")
+    assert done.status_code == 202, done.text

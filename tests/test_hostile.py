@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
-from tests import multipart, samples
+from testkit import multipart
+from tests import samples
 
 UPLOAD = "/files/upload"
 JSON = {"Content-Type": "application/json"}

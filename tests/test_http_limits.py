@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from tests import multipart
+from testkit import multipart
 
 MIB = 1024 * 1024
 

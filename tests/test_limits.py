@@ -17,11 +17,16 @@ from tests.conftest import close_app, eventually, free_port, start_gunicorn
 
 @pytest.fixture
 def limited(clean_stack):
-    """Settings with the production limits switched on, and no limiter keys left in Redis."""
+    """Settings with limits switched on, and no limiter keys left in Redis. The budgets are the
+    shipped ones (20 in a burst, 100 sustained) over windows of minutes instead of seconds: a
+    loaded machine can take over a second for a test's burst, and a window that rolls over
+    mid-burst would grant more. Windows of seconds are tested on their own, below."""
     client = redis.Redis.from_url(clean_stack.settings.redis_url)
     for key in client.scan_iter("*ratelimit/*"):
         client.delete(key)
-    return replace(clean_stack.settings, ratelimit_enabled=True)
+    return replace(
+        clean_stack.settings, ratelimit_enabled=True, ratelimit_default="20/minute;100/10 minutes"
+    )
 
 
 @pytest.fixture
@@ -54,11 +59,12 @@ def test_burst_of_twenty_then_429_with_headers(make_client):
 
 
 def test_longer_window_caps_the_sustained_rate(make_client):
-    client = make_client(ratelimit_default="20/second;30/3 seconds")
+    # Windows of two and ten seconds: a loaded machine may take a second for a round.
+    client = make_client(ratelimit_default="20/2 seconds;30/10 seconds")
     granted = []
-    for _ in range(3):  # rounds 1.1 s apart: each has a fresh 1-second window
+    for _ in range(3):  # rounds 2.1 s apart: each has a fresh 2-second window
         granted.append(sum(client.get("/users").status_code == 200 for _ in range(15)))
-        time.sleep(1.1)
+        time.sleep(2.1)
     assert granted == [15, 15, 0]
 
 

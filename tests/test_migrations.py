@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import MetaData, select
+from sqlalchemy import MetaData, select, text
 
 from common.db import Database
 from common.models import identity_key
@@ -161,3 +161,27 @@ def test_the_first_migration_runs_up_down_and_up(empty_database):
     migrate(empty_database, "base", down=True)
     migrate(empty_database)
     assert contents(empty_database) == {"users": [], "files": [], "outbox": []}
+
+
+def test_failures_recorded_before_kinds_were_data_get_their_kind(empty_database):
+    """0011: the reconciler requeues outage failures by their kind; failures recorded before
+    the column existed get the kind their message names."""
+    migrate(empty_database, "0010")
+    fill(empty_database)
+    db = Database(empty_database)
+    messages = {
+        1: "Хранилище недоступно: S3 unreachable",
+        2: "Файл не обработан после 10 попыток",
+        3: "Хранилище отказало: AccessDenied",
+    }
+    with db.engine.begin() as connection:
+        for file_id, message in messages.items():
+            connection.execute(
+                text("UPDATE files SET status = 'failed', error = :e WHERE id = :i"),
+                {"e": message, "i": file_id},
+            )
+    migrate(empty_database, "0011")
+    with db.engine.connect() as connection:
+        kinds = dict(connection.execute(text("SELECT id, failure FROM files")).all())
+    db.dispose()
+    assert kinds == {1: "outage", 2: "exhausted", 3: "refused"}

@@ -11,6 +11,7 @@ import redis
 import requests
 
 from api import create_app
+from api.services import services
 from tests.conftest import (
     REDIS_SERVER,
     close_app,
@@ -150,8 +151,8 @@ def test_metrics_are_served_only_to_allowed_networks(app):
     assert client.get("/metrics").status_code == 200  # loopback, the default
     refused = client.get("/metrics", environ_base=outside)
     assert refused.status_code == 404 and refused.get_json()["code"] == "NOT_FOUND"
-    allowed = replace(app.extensions["settings"], metrics_allow=("203.0.113.0/24",))
-    app.extensions["settings"] = allowed
+    allowed = replace(services(app).settings, metrics_allow=("203.0.113.0/24",))
+    services(app).settings = allowed
     assert client.get("/metrics", environ_base=outside).status_code == 200
     assert client.get("/metrics").status_code == 404
 

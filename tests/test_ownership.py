@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 
 from common.models import File
 from tests.accounts import account, make_admin, start_api, token_settings
-from tests.conftest import wait_for_status
+from tests.conftest import eventually, wait_for_status
 
 MISSING = "20260101_000000_0123456789abcdef.txt"  # a well-formed name nobody uploaded
 
@@ -148,6 +148,8 @@ def test_every_route_refuses_a_request_without_credentials(token_api, clean_stac
     name = alice.upload()
     wait_for_status(clean_stack.db, name, {"stored"})
     staging = Path(clean_stack.settings.staging_dir)
+    # The worker removes the staged copy just after the stored status commits.
+    assert eventually(lambda: not (staging / name).exists(), timeout=10)
     staged_before = sorted(staging.rglob("*"))
     for method, path in _routes(name):
         reply = requests.request(method, token_api + path)

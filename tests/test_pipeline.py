@@ -19,20 +19,12 @@ import pytest
 from sqlalchemy import event, func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from common.models import File, FileStatus, OutboxEntry, OutboxKind
-from common.pipeline import Pipeline
-from common.reconcile import ORPHAN_AGE, reconcile
+from common.files.pipeline import Pipeline
+from common.files.reconcile import ORPHAN_AGE, reconcile
+from common.models import Failure, File, FileStatus, OutboxEntry, OutboxKind
 from common.staging import StagedUpload
 from tests import samples
 from tests.pipelines import accept, make_pipeline, outbox_kinds, quiet_url, stage_bytes, status_of
-
-
-@pytest.fixture
-def pipeline(clean_stack, quiet_redis):
-    pipeline = make_pipeline(clean_stack, quiet_url(quiet_redis))
-    yield pipeline
-    pipeline.marks.close()
-    pipeline.publisher.close()
 
 
 def test_accept_writes_row_and_outbox_and_publishes(pipeline, quiet_redis):
@@ -208,9 +200,9 @@ def test_stale_entries_are_republished_then_given_up(clean_stack, quiet_redis):
 
 def test_fail_after_last_retry_records_the_reason(pipeline):
     file = accept(pipeline, b"unlucky")
-    pipeline.fail(file.id, "Хранилище недоступно: S3 unreachable")
+    pipeline.fail(file.id, Failure.OUTAGE, "S3 unreachable")
     row = status_of(pipeline, file.id)
-    assert row.status == FileStatus.FAILED
+    assert row.status == FileStatus.FAILED and row.failure == Failure.OUTAGE
     assert row.error == "Хранилище недоступно: S3 unreachable"
     assert outbox_kinds(pipeline, file.id) == []
 
@@ -324,7 +316,7 @@ def test_a_give_up_leaves_a_live_claim_alone(pipeline):
     """Delivery A is inside the push; delivery B reaches its last retry and gives up."""
     file = accept(pipeline, b"A is pushing")
     with held_in_the_push(pipeline, file) as result:
-        pipeline.fail(file.id, "Хранилище недоступно: B gave up")
+        pipeline.fail(file.id, Failure.OUTAGE, "B gave up")
         assert status_of(pipeline, file.id).status == FileStatus.PROCESSING
     assert result == [FileStatus.STORED]
     row = status_of(pipeline, file.id)
@@ -342,7 +334,7 @@ def test_a_push_that_outlives_a_give_up_ends_stored_with_its_object(pipeline):
             session.execute(
                 update(File).where(File.id == file.id).values(lease_until=datetime.now(UTC))
             )
-        pipeline.fail(file.id, "Файл не обработан после 10 попыток")
+        pipeline.fail(file.id, Failure.EXHAUSTED, 10)
         assert status_of(pipeline, file.id).status == FileStatus.FAILED
     assert result == [FileStatus.STORED]
     row = status_of(pipeline, file.id)
@@ -469,22 +461,24 @@ def test_a_broker_that_lost_its_data_gets_the_outstanding_work_again(pipeline, q
 
 
 def test_files_failed_by_a_store_outage_go_back_once_the_store_answers(pipeline, quiet_redis):
-    from common.pipeline import OUTAGE
     from common.storage.s3 import S3Storage
 
     outage = accept(pipeline, b"the store was down")
     refused = accept(pipeline, b"the store said no")
     worn = accept(pipeline, b"three rounds already")
-    pipeline.fail(outage.id, OUTAGE + "S3 unreachable")
-    pipeline.fail(refused.id, "Хранилище отказало: S3 AccessDenied")
-    pipeline.fail(worn.id, OUTAGE + "S3 unreachable")
+    pipeline.fail(outage.id, Failure.OUTAGE, "S3 unreachable")
+    pipeline.fail(refused.id, Failure.REFUSED, "S3 AccessDenied")
+    pipeline.fail(worn.id, Failure.OUTAGE, "S3 unreachable")
     with pipeline.db.session() as session:
         session.execute(update(File).where(File.id == worn.id).values(attempts=27))
+        # The kind of failure is data: rewording the message changes nothing.
+        session.execute(update(File).where(File.id == outage.id).values(error="Store down"))
     still_down = replace(pipeline, storage=S3Storage("bucket", endpoint_url="http://127.0.0.1:1"))
     assert reconcile(still_down).requeued == 0
     report = reconcile(pipeline)
     assert report.requeued == 1
-    assert status_of(pipeline, outage.id).status == FileStatus.PENDING
+    requeued = status_of(pipeline, outage.id)
+    assert requeued.status == FileStatus.PENDING and requeued.failure is None
     assert status_of(pipeline, refused.id).status == FileStatus.FAILED
     assert status_of(pipeline, worn.id).status == FileStatus.FAILED
     assert pipeline.ingest(outage.id) == FileStatus.STORED
@@ -520,7 +514,7 @@ def test_an_unexpected_error_leaves_the_claim_to_lapse_and_the_reconciler_hands_
 def test_a_delivery_whose_lease_lapsed_leaves_the_new_holders_entry(pipeline, quiet_redis):
     """A claims and pauses past its lease; the reconciler hands the file to B; A's push is
     refused. B then dies: the reconciler must still be able to bring the file back."""
-    from common.pipeline.ingest import Claimed
+    from common.files.pipeline.ingest import Claimed
     from tests.test_pipeline_invariants import FaultyStorage, advance
 
     file = accept(pipeline, b"two holders")

@@ -1,19 +1,12 @@
-"""Presigned URLs against a store that checks their expiry, which moto does not: s3rver (npm),
-in path-style and virtual-hosted addressing.
-
-s3rver checks a SigV4 URL's X-Amz-Date and X-Amz-Expires and its access key, but does not
-recompute the signature itself (its source says so); that the signature is the one AWS expects
-is checked against botocore's own presigner (tests/test_storage_contract.py). No store that
-recomputes SigV4 query signatures installs from the registries this project uses.
-
-s3rver's access key and secret are both ``S3RVER``; the virtual-hosted bucket is reached as
-``<bucket>.s3.test`` (its ``--service-endpoint test``), by connecting to loopback with that
-Host header, as a client whose DNS names the store would.
+"""Presigned URLs against a store that checks them as S3 does, which moto does not: SeaweedFS
+recomputes each SigV4 query signature and checks its expiry, in path-style and virtual-hosted
+addressing. The virtual-hosted bucket is reached as ``<bucket>.s3.test`` (its
+``-s3.domainName``), by connecting to loopback with that Host header, as a client whose DNS
+names the store would.
 """
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -22,37 +15,20 @@ import pytest
 import requests
 
 from common.storage.s3 import S3Storage
-from tests.conftest import ROOT, eventually, free_port
+from testkit.seaweed import SeaweedS3
 from tests.test_storage_contract import put
 
-S3RVER = ROOT / "tests" / "s3rver" / "node_modules" / ".bin" / "s3rver"
 BUCKET = "verified"
 
 
 @pytest.fixture(scope="module")
-def s3rver(tmp_path_factory) -> Iterator[int]:
-    port = free_port()
-    data = tmp_path_factory.mktemp("s3rver")
-    process = subprocess.Popen(
-        [
-            *(str(S3RVER), "-d", str(data), "-a", "127.0.0.1", "-p", str(port), "--silent"),
-            *("--service-endpoint", "test", "--configure-bucket", BUCKET),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    answering = lambda: _status(f"http://127.0.0.1:{port}/", {}) is not None  # noqa: E731
-    assert eventually(answering, timeout=20), "s3rver did not start"
-    yield port
-    process.terminate()
-    process.wait(10)
-
-
-def _status(url: str, headers: dict) -> int | None:
-    try:
-        return requests.get(url, headers=headers, timeout=5).status_code
-    except requests.RequestException:
-        return None
+def store(tmp_path_factory) -> Iterator[int]:
+    """The port of a SeaweedFS S3 server serving virtual-hosted buckets under s3.test."""
+    tmp = tmp_path_factory.mktemp("seaweed-vhost")
+    server = SeaweedS3(tmp, tmp / "weed.log", "-s3.domainName=s3.test")
+    S3Storage(BUCKET, endpoint_url=server.url).ensure_bucket()
+    yield int(server.url.rpartition(":")[2])
+    server.stop()
 
 
 def fetch(url: str, port: int) -> requests.Response:
@@ -62,31 +38,36 @@ def fetch(url: str, port: int) -> requests.Response:
     return requests.get(local, headers={"Host": parts.netloc}, timeout=10)
 
 
-@pytest.fixture
-def s3rver_keys(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "S3RVER")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "S3RVER")
+def _code(reply: requests.Response) -> str:
+    return reply.text.split("<Code>")[1].split("</Code>")[0] if "<Code>" in reply.text else ""
 
 
 @pytest.mark.parametrize("style", ["path", "virtual"])
-def test_presigned_urls_serve_the_object_until_they_expire(s3rver, s3rver_keys, style, tmp_path):
-    endpoint = f"http://s3.test:{s3rver}" if style == "virtual" else f"http://127.0.0.1:{s3rver}"
-    storage = S3Storage(BUCKET, endpoint_url=f"http://127.0.0.1:{s3rver}")  # the workers' push
+def test_presigned_urls_serve_the_object_until_they_expire(store, style, tmp_path):
+    endpoint = f"http://s3.test:{store}" if style == "virtual" else f"http://127.0.0.1:{store}"
+    storage = S3Storage(BUCKET, endpoint_url=f"http://127.0.0.1:{store}")  # the workers' push
     key, _ = put(storage, tmp_path, data=b"%PDF-1.4 verified")
     signer = S3Storage(BUCKET, endpoint_url=endpoint, addressing_style=style)
 
     url = signer.presign_get(key, 60)
     host = urlsplit(url).netloc
-    assert host == (f"{BUCKET}.s3.test:{s3rver}" if style == "virtual" else f"127.0.0.1:{s3rver}")
-    reply = fetch(url, s3rver)
+    assert host == (f"{BUCKET}.s3.test:{store}" if style == "virtual" else f"127.0.0.1:{store}")
+    reply = fetch(url, store)
     assert reply.status_code == 200 and reply.content == b"%PDF-1.4 verified"
     assert reply.headers["Content-Type"] == "application/pdf"
 
-    unknown_key = url.replace("X-Amz-Credential=S3RVER", "X-Amz-Credential=NOBODY")
-    assert fetch(unknown_key, s3rver).status_code == 403
+    # The name a URL signs; another name, a changed signature, an unknown key: refused.
+    named = signer.presign_get(key, 60, filename="report.pdf")
+    assert fetch(named, store).headers["Content-Disposition"].endswith("report.pdf")
+    tampered = named.replace("report.pdf", "other.pdf").replace("report", "other")
+    assert fetch(tampered, store).status_code == 403
+    forged = url[:-4] + ("0000" if not url.endswith("0000") else "1111")
+    assert _code(fetch(forged, store)) == "SignatureDoesNotMatch"
+    unknown_key = url.replace("X-Amz-Credential=testing", "X-Amz-Credential=NOBODY")
+    assert fetch(unknown_key, store).status_code == 403
 
     expiring = signer.presign_get(key, 1)
-    assert fetch(expiring, s3rver).status_code == 200
+    assert fetch(expiring, store).status_code == 200
     time.sleep(2.1)
-    refused = fetch(expiring, s3rver)
-    assert refused.status_code == 403 and b"expired" in refused.content
+    refused = fetch(expiring, store)
+    assert refused.status_code == 403 and _code(refused) == "AccessDenied"

@@ -8,8 +8,8 @@ import redis
 from common.queue import Publisher, task_message
 from common.settings import Settings
 from common.tasks import INGEST
+from testkit.services import RedisServer
 from tests.conftest import eventually
-from tests.services import RedisServer
 from worker.app import celery_app
 
 

@@ -9,6 +9,7 @@ from urllib.parse import unquote
 import pytest
 import requests
 
+from api.services import services
 from common.storage import (
     PutRequest,
     StorageIntegrityError,
@@ -34,7 +35,7 @@ def store(request, tmp_path, s3_endpoint):
 
     settings = settings_for(tmp_path, database_url=f"sqlite:///{tmp_path / 'x.db'}")
     app = create_app(settings)
-    storage = app.extensions["pipeline"].storage
+    storage = services(app).pipeline.storage
     client = app.test_client()
     yield storage, lambda url: _client_get(client, url)
     close_app(app)
@@ -100,7 +101,7 @@ def test_presigned_url_of_the_filesystem_store_expires(tmp_path):
 
     settings = settings_for(tmp_path, database_url=f"sqlite:///{tmp_path / 'x.db'}")
     app = create_app(settings)
-    storage = app.extensions["pipeline"].storage
+    storage = services(app).pipeline.storage
     key, _ = put(storage, tmp_path)
     url = storage.presign_get(key, 1)
     client = app.test_client()

@@ -13,7 +13,10 @@ import jwt
 import requests
 from sqlalchemy import func, select, update
 
+from api.services import services
 from common.models import ApiKey, File, User
+from testkit.processes import SHIPPED_PASSWORD_HASHES
+from testkit.services import RedisServer
 from tests.accounts import (
     PASSWORD,
     account,
@@ -23,7 +26,6 @@ from tests.accounts import (
     start_api,
     token_settings,
 )
-from tests.services import RedisServer
 
 
 def _refresh(url: str, refresh_token: str) -> requests.Response:
@@ -69,10 +71,19 @@ def test_registration_and_login(token_api, clean_stack):
     assert me["username"] == "Alice" and me["usage"]["files"] == 0
 
 
-def test_wrong_password_and_unknown_user_get_the_same_answer(token_api):
-    account(token_api, "alice")
-    wrong = log_in(token_api, "alice", "not the password")
-    unknown = log_in(token_api, "nobody", "not the password")
+def test_wrong_password_and_unknown_user_get_the_same_answer(clean_stack, tmp_path):
+    # Hashes at the shipped cost: what makes the two answers take as long is the hash.
+    server = start_api(token_settings(clean_stack.settings), tmp_path, **SHIPPED_PASSWORD_HASHES)
+    try:
+        _same_answer_and_time(server.url)
+    finally:
+        server.stop()
+
+
+def _same_answer_and_time(url: str) -> None:
+    account(url, "alice")
+    wrong = log_in(url, "alice", "not the password")
+    unknown = log_in(url, "nobody", "not the password")
     for reply in (wrong, unknown):
         assert reply.status_code == 401
         assert reply.json() == {
@@ -84,10 +95,11 @@ def test_wrong_password_and_unknown_user_get_the_same_answer(token_api):
     for _ in range(5):
         for kind, name in (("wrong", "alice"), ("unknown", "nobody")):
             started = time.perf_counter()
-            log_in(token_api, name, "not the password")
+            log_in(url, name, "not the password")
             timings[kind].append(time.perf_counter() - started)
     wrong_median = statistics.median(timings["wrong"])
     unknown_median = statistics.median(timings["unknown"])
+    assert wrong_median > 0.1, timings  # the shipped cost: a fifth of a second of argon2
     assert unknown_median > 0.5 * wrong_median, timings
 
 
@@ -168,7 +180,7 @@ def test_a_demotion_holds_from_the_next_request_for_tokens_and_keys(token_api, c
     assert requests.get(token_api + "/api/v2/files", params=everyone, headers=by_key).ok
     app = create_app(clean_stack.settings)
     demoted = app.test_cli_runner().invoke(args=["users", "make-admin", "root", "--revoke"])
-    app.extensions["pipeline"].close()
+    services(app).close()
     assert demoted.exit_code == 0, demoted.output
     assert root.get("/api/v2/files", params=everyone).status_code == 403
     forbidden = requests.get(token_api + "/api/v2/files", params=everyone, headers=by_key)
@@ -459,3 +471,37 @@ def test_registrations_have_a_limit_of_their_own(clean_stack, tmp_path):
     finally:
         server.stop()
         redis_server.stop()
+
+
+def test_the_pages_session_keeps_its_refresh_token_in_a_cookie_scripts_cannot_read(token_api):
+    """``?session=cookie``: the refresh token only in an HttpOnly, SameSite=Strict cookie for the
+    refresh route; a refresh by it needs the CSRF header; log-out clears both cookies."""
+    assert register(token_api, "cookie").status_code == 201
+    browser = requests.Session()
+    login = {"username": "cookie", "password": PASSWORD}
+    signed_in = browser.post(token_api + "/api/v2/auth/token?session=cookie", json=login)
+    assert signed_in.status_code == 200 and signed_in.json()["refresh_token"] is None
+    cookies = {c.name: c for c in browser.cookies}
+    refresh_cookie = cookies["upl_refresh"]
+    assert refresh_cookie.path == "/api/v2/auth/refresh" and not refresh_cookie.secure
+    assert refresh_cookie.has_nonstandard_attr("HttpOnly")
+    assert refresh_cookie.get_nonstandard_attr("SameSite") == "Strict"
+    assert not cookies["upl_csrf"].has_nonstandard_attr("HttpOnly")  # the page reads it
+    # Without the header (a form of another site would send none): refused, nothing rotated.
+    refused = browser.post(token_api + "/api/v2/auth/refresh")
+    assert refused.status_code == 403 and refused.json()["code"] == "FORBIDDEN"
+    wrong = browser.post(token_api + "/api/v2/auth/refresh", headers={"X-CSRF-Token": "guess"})
+    assert wrong.status_code == 403
+    csrf = {"X-CSRF-Token": browser.cookies["upl_csrf"]}
+    refreshed = browser.post(token_api + "/api/v2/auth/refresh", headers=csrf)
+    assert refreshed.status_code == 200 and refreshed.json()["refresh_token"] is None
+    assert browser.cookies["upl_refresh"] != refresh_cookie.value  # rotated
+    access = refreshed.json()["access_token"]
+    me = browser.get(token_api + "/api/v2/me", headers={"Authorization": f"Bearer {access}"})
+    assert me.status_code == 200 and me.json()["username"] == "cookie"
+    out = browser.delete(
+        token_api + "/api/v2/auth/token", headers={"Authorization": f"Bearer {access}"}
+    )
+    assert out.status_code == 204 and "upl_refresh" not in browser.cookies
+    csrf = {"X-CSRF-Token": browser.cookies.get("upl_csrf", "")}
+    assert browser.post(token_api + "/api/v2/auth/refresh", headers=csrf).status_code == 401

@@ -1,17 +1,12 @@
 """The Celery app of the workers and beat: ``celery -A worker worker -Q uploads`` and friends."""
 
-import sys
-
 from celery.signals import setup_logging, task_postrun, task_prerun
 
 from common import logs
-from common.settings import Settings, SettingsError
+from common.settings import Settings
 from worker.app import celery_app
 
-try:
-    settings = Settings.from_env()
-except SettingsError as exc:
-    sys.exit(f"error: {exc}")
+settings = Settings.from_env_or_exit()
 
 app = celery_app(settings, "worker")
 app.conf.imports = ("worker.tasks",)

@@ -1,4 +1,4 @@
-"""Thin tasks: load by id, call ``common.pipeline``, decide retries. Arguments are file ids."""
+"""Thin tasks: load by id, call ``common.files.pipeline``, decide retries (file ids in)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from celery import Task
 from celery.signals import worker_init, worker_process_init
 from sqlalchemy.exc import OperationalError
 
-from common.models import OutboxKind
-from common.pipeline import OUTAGE, Pipeline
-from common.reconcile import reconcile as reconcile_once
+from common.files.pipeline import Pipeline
+from common.files.reconcile import reconcile as reconcile_once
+from common.models import Failure, OutboxKind
 from common.services import build_pipeline
 from common.storage import (
     Storage,
@@ -111,7 +111,7 @@ def ingest(self: Task, file_id: int, failures: int = 0) -> str | None:
             exc,
             failures,
             settings.ingest_max_retries,
-            lambda reason: pipeline().fail(file_id, OUTAGE + reason),
+            lambda reason: pipeline().fail(file_id, Failure.OUTAGE, reason),
             lambda: pipeline().keep_alive(file_id, OutboxKind.INGEST),
         )
         return "failed"

@@ -15,23 +15,26 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from flask import Flask, current_app, g, request
-from sqlalchemy import ColumnElement, or_, select, true
+from flask import Flask, g, request
+from sqlalchemy import ColumnElement
 
+from api import errors, services
 from api.errors import ApiError
-from common.models import File, User, identity_key
+from common.accounts.credentials import (  # noqa: F401 (named here for the routes)
+    ACCOUNT,
+    FILES_READ,
+    FILES_WRITE,
+    LOGIN_SCOPES,
+    MAX_TOKEN_LENGTH,
+    REALM,
+    bearer,
+)
+from common.accounts.keys import PREFIX as KEY_PREFIX
+from common.files import queries
 from common.settings import Settings
 
-REALM = 'Bearer realm="upload-pipeline"'
-FILES_READ, FILES_WRITE = "files:read", "files:write"
 #: What an API key may be given.
 KEY_SCOPES = (FILES_READ, FILES_WRITE)
-#: Managing one's keys and logins: a person who logged in with a password, never a key.
-ACCOUNT = "account"
-LOGIN_SCOPES = frozenset({FILES_READ, FILES_WRITE, ACCOUNT})
-#: Longer Authorization values are refused before any parsing (a JWT here is ~400 bytes).
-MAX_TOKEN_LENGTH = 4096
-KEY_PREFIX = "upk_"
 
 
 @dataclass(frozen=True)
@@ -47,17 +50,9 @@ class Caller:
 def unauthorized(problem: str | None = None) -> ApiError:
     """401 with RFC 6750's challenge; ``problem`` when a credential was sent and is bad."""
     if problem is None:
-        return ApiError(
-            401,
-            "UNAUTHORIZED",
-            "Требуется авторизация",
-            headers={"WWW-Authenticate": REALM},
-        )
-    return ApiError(
-        401,
-        "UNAUTHORIZED",
-        "Недействительные учетные данные",
-        details=problem,
+        return errors.UNAUTHORIZED(headers={"WWW-Authenticate": REALM})
+    return errors.BAD_CREDENTIAL(
+        problem,
         headers={
             "WWW-Authenticate": f'{REALM}, error="invalid_token", error_description="{problem}"'
         },
@@ -65,17 +60,14 @@ def unauthorized(problem: str | None = None) -> ApiError:
 
 
 def insufficient_scope(scope: str) -> ApiError:
-    return ApiError(
-        403,
-        "INSUFFICIENT_SCOPE",
-        "Недостаточно прав для этого действия",
-        details={"required_scope": scope},
+    return errors.INSUFFICIENT_SCOPE(
+        {"required_scope": scope},
         headers={"WWW-Authenticate": f'{REALM}, error="insufficient_scope", scope="{scope}"'},
     )
 
 
 def forbidden() -> ApiError:
-    return ApiError(403, "FORBIDDEN", "Доступ запрещен")
+    return errors.FORBIDDEN()
 
 
 def bearer_token() -> str | None:
@@ -86,9 +78,8 @@ def bearer_token() -> str | None:
         return None
     if len(header) > MAX_TOKEN_LENGTH + 7:
         raise unauthorized("the token is too long")
-    scheme, _, token = header.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or " " in token:
+    token = bearer(header)
+    if token is None:
         raise unauthorized("expected 'Authorization: Bearer <token>'")
     return token
 
@@ -115,7 +106,7 @@ def guarded(scope: str | None, *, v1: bool = False):
     def decorate(view):
         @functools.wraps(view)
         def checked(*args, **kwargs):
-            if v1 and current_app.extensions["settings"].v1_access == "open":
+            if v1 and services.settings().v1_access == "open":
                 g.caller = None
             else:
                 caller = authenticate()
@@ -126,27 +117,6 @@ def guarded(scope: str | None, *, v1: bool = False):
         return checked
 
     return decorate
-
-
-def account_named(session, login: str) -> User | None:
-    """The account a login names: the username spelt exactly so, else the one that compares
-    equal (NFKC with case folding), else the email address. Accounts that migration 0003 kept
-    apart (``alice``, ``ALICE``) each answer to their own spelling."""
-    key = identity_key(login)
-    users = session.scalars(
-        select(User).where(
-            or_(User.username == login, User.username_key == key, User.email_key == key)
-        )
-    ).all()
-    for matches in (
-        lambda u: u.username == login,
-        lambda u: u.username_key == key,
-        lambda u: u.email_key == key,
-    ):
-        found = [u for u in users if matches(u)]
-        if found:
-            return found[0]
-    return None
 
 
 def require_admin(who: Caller) -> None:
@@ -167,19 +137,14 @@ def visible_files(who: Caller | None) -> ColumnElement[bool]:
     """The files ``who`` may act on: their own (admins: all); open v1: the ownerless ones.
     Anything else is answered as missing."""
     if who is None:
-        return File.owner_id.is_(None)
-    if who.is_admin:
-        return true()
-    return File.owner_id == who.user_id
+        return queries.visible_to(None)
+    return queries.visible_to(who.user_id, is_admin=who.is_admin)
 
 
 def init_auth(app: Flask, settings: Settings) -> None:
     from datetime import timedelta
 
     from flask_jwt_extended import JWTManager
-
-    from api.auth.cache import AuthCache
-    from api.auth.sessions import VerifiedTokens
 
     app.config.update(
         JWT_SECRET_KEY=settings.resolved_jwt_secret_key(),
@@ -190,6 +155,3 @@ def init_auth(app: Flask, settings: Settings) -> None:
         JWT_TOKEN_LOCATION=["headers"],
     )
     JWTManager(app)
-    app.extensions["auth_cache"] = AuthCache(settings.redis_url)
-    app.extensions["verified_tokens"] = VerifiedTokens()
-    app.extensions["api_key_touches"] = {}  # key digest -> when last_used_at was last written

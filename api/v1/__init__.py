@@ -1,4 +1,4 @@
-"""Version 1 of the API: the original document's routes and shapes (docs/API.md), served at
+"""Version 1 of the API: the first contract's routes and shapes (docs/API.md), served at
 the unversioned paths and again under ``/api/v1`` (the same handlers). ``MOUNTS`` is each
 blueprint with the name and prefix of its second mount."""
 

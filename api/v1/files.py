@@ -6,14 +6,10 @@ With ``V1_ACCESS=open`` they take no credentials and act on ownerless files only
 
 from __future__ import annotations
 
-import re
-
 from flask import Blueprint, jsonify, request
-from sqlalchemy import Row, select
 
 from api.auth import FILES_READ, FILES_WRITE, caller, guarded, visible_files
 from api.fileops import (
-    LISTED,
     accept_upload,
     answer_upload,
     download_reply,
@@ -35,12 +31,11 @@ from api.schemas import (
     replies,
     spec,
 )
-from common.models import File, FileStatus
+from common.files import queries
+from common.models import FileStatus
 from common.naming import is_generated_name
 
 bp = Blueprint("files", __name__)
-
-_NAME_PREFIX = re.compile(r"[0-9a-z_.]{0,64}")
 
 
 @bp.post("/files/upload")
@@ -76,18 +71,11 @@ def list_files():
     """Live files whose name starts with 'prefix', in name (upload) order."""
     query_args: FileQuery = request.context.query
     prefix, limit = query_args.prefix, query_args.limit
-    files: list[Row] = []
-    # Names are [0-9a-z_.] only: any other prefix matches nothing (and never reaches SQL).
-    if _NAME_PREFIX.fullmatch(prefix):
-        who = caller()
-        query = select(*LISTED).where(File.status != FileStatus.DELETED)
-        # A listing shows the caller's own files, admins' too (they reach others' by name).
-        query = query.where(File.owner_id == who.user_id if who else visible_files(None))
-        if prefix:
-            escaped = prefix.replace("_", "\\_")
-            query = query.where(File.name.like(escaped + "%", escape="\\"))
-        with pipeline().db.reading() as session:
-            files = session.execute(query.order_by(File.name).limit(limit)).all()
+    who = caller()
+    # A listing shows the caller's own files, admins' too (they reach others' by name).
+    mine = queries.visible_to(who.user_id if who else None)
+    with pipeline().db.reading() as session:
+        files = queries.by_name(session, prefix, limit, mine)
     url_of = download_urls()
     entries = [file_object(f, url_of) for f in files]
     return jsonify({"files": entries, "count": len(entries), "prefix": prefix})

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import functools
 
-from flask import Blueprint, current_app, jsonify, request
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from flask import Blueprint, jsonify, request
 
+from api import errors
 from api.auth import ACCOUNT, caller, guarded, require_admin
 from api.bodies import json_object_body
 from api.errors import ApiError
 from api.schemas import UserIn, UserList, UserOut, replies, spec
-from common.models import OpenUser, User, identity_key
-from common.usernames import skeleton
+from api.services import accounts
+from common.accounts import users
+from common.models import OpenUser, User
 
 bp = Blueprint("users", __name__)
 
@@ -34,16 +34,14 @@ def user_object(user: User | OpenUser) -> dict:
 def list_users():
     """All users, ordered by id."""
     who = caller()
-    if who is None:  # open v1: its own users, never the accounts
-        with current_app.extensions["pipeline"].db.reading() as session:
-            users = session.scalars(select(OpenUser).order_by(OpenUser.id)).all()
-        return jsonify([user_object(u) for u in users])
-    query = select(User).where(User.deleted_at.is_(None)).order_by(User.id)
-    if who is not None and not (who.is_admin and ACCOUNT in who.scopes):
-        query = query.where(User.id == who.user_id)
-    with current_app.extensions["pipeline"].db.session() as session:
-        users = session.scalars(query).all()
-    return jsonify([user_object(u) for u in users])
+    with accounts().db.reading() as session:
+        if who is None:  # open v1: its own users, never the accounts
+            found = users.open_users(session)
+        elif who.is_admin and ACCOUNT in who.scopes:
+            found = users.listed(session)
+        else:
+            found = users.listed(session, only=who.user_id)
+    return jsonify([user_object(u) for u in found])
 
 
 def admin_only(view):
@@ -69,42 +67,12 @@ def create_user():
     payload: UserIn = request.context.json
     # Open v1 adds to its own users: it can neither see nor take an account's name.
     model = OpenUser if caller() is None else User
-    user = model(username=payload.username, email=payload.email)
-    db = current_app.extensions["pipeline"].db
     try:
-        with db.session() as session:
-            session.add(user)
-    except IntegrityError:
-        raise user_exists(db, payload.username, model=model) from None
+        user = users.do_create_user(accounts(), payload.username, payload.email, model=model)
+    except users.UserExists as exc:
+        raise user_taken(exc.field) from None
     return jsonify(user_object(user)), 201
 
 
-def user_exists(
-    db, username: str, email: str | None = None, *, model: type = User
-) -> ApiError | None:
-    """409 naming which unique key a user (an account, or an open v1 user) already holds;
-    None when neither is taken."""
-    with db.reading() as session:
-        name_taken = session.scalar(
-            select(model.id).where(model.username_key == identity_key(username))
-        ) or (model is User and lookalike_taken(session, username))
-        email_taken = email is not None and session.scalar(
-            select(model.id).where(model.email_key == identity_key(email))
-        )
-    if name_taken:
-        return user_taken("username")
-    if email_taken:
-        return user_taken("email")
-    return None if email is not None else user_taken("email")
-
-
-def lookalike_taken(session, username: str) -> bool:
-    """Whether an account's name looks like ``username`` (the same confusable skeleton)."""
-    return (
-        session.scalar(select(User.id).where(User.username_skeleton == skeleton(username)).limit(1))
-        is not None
-    )
-
-
 def user_taken(field: str) -> ApiError:
-    return ApiError(409, "USER_EXISTS", "Пользователь уже существует", details={"field": field})
+    return errors.USER_EXISTS.at("field", field)

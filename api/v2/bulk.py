@@ -8,12 +8,11 @@ one per name: one to find the files, a few to act on all of them.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, jsonify, request
-from sqlalchemy import select, update
 
+from api import errors
 from api.auth import FILES_WRITE, guarded, visible_files
 from api.auth import caller as current_caller
 from api.bodies import json_object_body
@@ -21,8 +20,7 @@ from api.errors import ApiError
 from api.fileops import invalid_label, pipeline
 from api.schemas import replies, spec_v2
 from api.v2.schemas import BulkIn, BulkReply
-from common import labels
-from common.models import File, FileStatus, FileTag, Tag
+from common.files import actions, labels, queries
 from common.naming import is_generated_name
 
 bp = Blueprint("v2_bulk", __name__, url_prefix="/api/v2")
@@ -51,32 +49,19 @@ def bulk():
         raise _missing("category")
     wanted = [name for name in dict.fromkeys(body.names) if is_generated_name(name)]
     with pipeline().db.reading() as session:
-        found = dict(
-            session.execute(
-                select(File.name, File.id).where(
-                    File.name.in_(wanted),
-                    File.status != FileStatus.DELETED,
-                    visible_files(current_caller()),
-                )
-            ).all()
-        )
+        found = queries.named(session, wanted, visible_files(current_caller()))
     failures: dict[str, str] = {name: NOT_FOUND for name in body.names if name not in found}
     ids = list(found.values())
     if body.action == "delete":
         done = set(pipeline().delete_many(ids))
         failures |= {name: NOT_FOUND for name, i in found.items() if i not in done}
     elif body.action == "tag":
-        failures |= _tag(found, tags)
+        over = actions.do_tag_files(pipeline().db, found, tags)
+        failures |= {name: TOO_MANY_TAGS for name in over}
     elif body.action == "untag":
-        with pipeline().db.session() as session:
-            labels.unlink(session, ids, tags)
+        actions.do_untag_files(pipeline().db, ids, tags)
     else:
-        with pipeline().db.session() as session:
-            session.execute(
-                update(File)
-                .where(File.id.in_(ids))
-                .values(category=category, updated_at=datetime.now(UTC))
-            )
+        actions.do_set_category(pipeline().db, ids, category)
     results: list[dict[str, Any]] = []
     for name in body.names:
         code = failures.get(name)
@@ -89,32 +74,5 @@ def bulk():
     return jsonify({"results": results, "succeeded": len(results) - failed, "failed": failed})
 
 
-def _tag(found: dict[str, int], tags: list[str]) -> dict[str, str]:
-    """Add ``tags`` to every file that stays within MAX_TAGS; the others fail alone."""
-    with pipeline().db.session() as session:
-        labels.lock_files(session, found.values())
-        rows = session.execute(
-            select(FileTag.file_id, Tag.name)
-            .join(Tag, Tag.id == FileTag.tag_id)
-            .where(FileTag.file_id.in_(list(found.values())))
-        ).all()
-        current: dict[int, set[str]] = {}
-        for file_id, name in rows:
-            current.setdefault(file_id, set()).add(name)
-        over = {
-            name
-            for name, file_id in found.items()
-            if len(current.get(file_id, set()) | set(tags)) > labels.MAX_TAGS
-        }
-        ids = labels.tag_ids(session, tags)
-        labels.link(
-            session,
-            [(found[name], ids[tag]) for name in found if name not in over for tag in tags],
-        )
-    return {name: TOO_MANY_TAGS for name in over}
-
-
 def _missing(field: str) -> ApiError:
-    return ApiError(
-        400, "VALIDATION_ERROR", "Неверные данные", details={field: f"{field} is required"}
-    )
+    return errors.VALIDATION_ERROR.at(field, f"{field} is required")

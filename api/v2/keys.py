@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from api.auth import ACCOUNT, guarded, keys
+from api import errors
+from api.auth import ACCOUNT, guarded
 from api.auth import caller as current_caller
 from api.bodies import json_object_body
-from api.errors import ApiError
 from api.schemas import replies, spec_v2
+from api.services import accounts
 from api.v2.schemas import KeyCreated, KeyIn, KeyList
+from common.accounts import keys
 from common.fileinfo import iso_z
 from common.models import ApiKey
 
@@ -40,7 +42,8 @@ def key_object(key: ApiKey) -> dict:
 def create_key():
     """A new API key; the reply is the only time the key itself is shown."""
     body: KeyIn = request.context.json
-    row, key = keys.create(current_caller().user_id, body.name, list(dict.fromkeys(body.scopes)))
+    scopes = list(dict.fromkeys(body.scopes))
+    row, key = keys.do_create_key(accounts(), current_caller().user_id, body.name, scopes)
     return jsonify(key_object(row) | {"key": key}), 201, {"Cache-Control": "no-store"}
 
 
@@ -49,7 +52,8 @@ def create_key():
 @spec_v2.validate(resp=replies({"HTTP_200": KeyList}, 401, 403), tags=["keys"])
 def list_keys():
     """The caller's keys (never the keys themselves)."""
-    return jsonify({"items": [key_object(k) for k in keys.listed(current_caller().user_id)]})
+    found = keys.keys_of(accounts(), current_caller().user_id)
+    return jsonify({"items": [key_object(k) for k in found]})
 
 
 @bp.delete("/keys/<int:key_id>")
@@ -58,10 +62,8 @@ def list_keys():
 def revoke_key(key_id: int):
     """Revoke a key: it is refused from the next request on."""
     if key_id > MAX_ID:  # beyond what the id column holds: no such key could exist
-        raise ApiError(
-            400, "VALIDATION_ERROR", "Неверные данные", details={"key_id": "out of range"}
-        )
+        raise errors.VALIDATION_ERROR.at("key_id", "out of range")
     who = current_caller()
-    if not keys.revoke(key_id, None if who.is_admin else who.user_id):
-        raise ApiError(404, "KEY_NOT_FOUND", "Ключ не найден")
+    if not keys.do_revoke_key(accounts(), key_id, None if who.is_admin else who.user_id):
+        raise errors.KEY_NOT_FOUND()
     return "", 204

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -16,9 +17,9 @@ from pydantic import (
 )
 
 from api.auth import KEY_SCOPES
-from api.auth.passwords import MAX_LENGTH, MIN_LENGTH
 from api.schemas import Email, FileObject, Status, UploadForm, Username
-from common.labels import MAX_TAGS
+from common.accounts.passwords import MAX_LENGTH, MIN_LENGTH
+from common.files.labels import MAX_TAGS
 from common.models import FileStatus
 
 
@@ -70,8 +71,16 @@ class Usage(BaseModel):
     by_status: dict[Status, int]
 
 
+class Quota(BaseModel):
+    used_bytes: int = Field(
+        description="pending, processing and stored files, and open direct uploads"
+    )
+    quota_bytes: int | None = Field(description="null: no limit")
+
+
 class Me(UserV2):
     usage: Usage
+    quota: Quota
 
 
 class Login(BaseModel):
@@ -102,7 +111,7 @@ class RefreshBody(BaseModel):
 
 class TokenPair(BaseModel):
     access_token: str
-    refresh_token: str
+    refresh_token: str | None = Field(description="null when it was set in the page's cookie")
     token_type: Literal["Bearer"]
     expires_in: int
 
@@ -268,3 +277,144 @@ class DownloadQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     redirect: bool = Field(False, description="1: answer 302 to the presigned URL")
+
+
+#: The longest span one usage request covers.
+MAX_USAGE_DAYS = 366
+
+
+class UsageQuery(BaseModel):
+    """Days are UTC dates, both ends included; at most 366 of them (default: the last 30)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: dt.date | None = Field(None, alias="from", description="first day, YYYY-MM-DD")
+    to: dt.date | None = Field(None, description="last day, YYYY-MM-DD (default: today)")
+    user: str | None = Field(
+        None, pattern=r"^[\w.-]{1,64}$", description="admins: another account's usage"
+    )
+
+
+class UsageDayOut(BaseModel):
+    date: dt.date
+    uploads: int
+    upload_bytes: int
+    downloads: int
+    deletes: int
+    rejected: int
+    failed: int
+
+
+class UsageReply(BaseModel):
+    totals: Usage
+    daily: list[UsageDayOut]
+
+
+class AdminUsageQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(100, ge=1, le=1000, description="at most this many accounts a page")
+    cursor: str | None = Field(None, max_length=2048, description="next_cursor of a page")
+
+
+class AccountUsage(BaseModel):
+    user_id: int
+    username: str
+    totals: Usage
+
+
+class AdminUsagePage(BaseModel):
+    items: list[AccountUsage]
+    next_cursor: str | None
+    has_more: bool
+
+
+class Discovery(BaseModel):
+    version: Literal["2"]
+    events_url: str = Field(description="Server-Sent Events of the caller's files")
+    ws_url: str = Field(description="the same events over WebSocket")
+    upload_part_size: int = Field(description="bytes of each part of a direct upload")
+    max_upload_size: int = Field(description="bytes of the largest upload in one request")
+    registration: Literal["open", "closed"] = Field(description="whether anyone may register")
+
+
+class EventsTicket(BaseModel):
+    ticket: str = Field(description="for ?ticket= of events_url or ws_url: once, within 60 s")
+    expires_in: int
+
+
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class UploadCreate(BaseModel):
+    """A direct upload declared: the file's name and size; optionally its sha256 (checked
+    against the bytes), each part's sha256 (the store refuses a part that differs), labels."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    filename: Annotated[Printable, StringConstraints(min_length=1, max_length=255)]
+    size: int = Field(ge=1, description="bytes")
+    content_type: str | None = Field(None, max_length=255, description="ignored: sniffed")
+    sha256: Sha256Hex | None = None
+    part_sha256: list[Sha256Hex] | None = Field(None, max_length=10_000)
+    tags: list[Label] | None = Field(None, max_length=MAX_TAGS)
+    category: Label | None = None
+
+
+class PartUrl(BaseModel):
+    part_number: int
+    size: int
+    url: str
+    headers: dict[str, str] = Field(
+        description="send these with the PUT: the signature covers them (a browser sets "
+        "Content-Length itself)"
+    )
+
+
+class UploadCreated(BaseModel):
+    upload_id: str
+    part_size: int
+    parts: list[PartUrl]
+    expires_at: str
+
+
+class PartState(BaseModel):
+    part_number: int
+    size: int
+    received: bool
+    etag: str | None
+    sha256: str | None
+
+
+class UploadStateReply(BaseModel):
+    upload_id: str
+    state: Literal["open", "completed", "aborted"]
+    filename: str
+    size: int
+    part_size: int
+    parts: list[PartState]
+    expires_at: str
+    file: FileV2 | None
+
+
+class PartNumbers(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    part_numbers: list[Annotated[int, Field(ge=1, le=10_000)]] = Field(
+        min_length=1, max_length=10_000
+    )
+
+
+class PartUrls(BaseModel):
+    parts: list[PartUrl]
+
+
+class PartReceived(BaseModel):
+    part_number: int
+    etag: str
+
+
+class UploadCompleted(BaseModel):
+    upload_id: str
+    state: Literal["completed"]
+    file: FileV2

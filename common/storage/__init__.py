@@ -65,8 +65,12 @@ class PutRequest:
 class Storage(Protocol):
     #: Optional abilities, declared by each store rather than discovered by its class:
     #: whether its presigned URLs are served by the API itself (``/storage/...``, with
-    #: ``verify``, ``sidecar`` and ``object_path``), and the name of its bucket, if it has one.
+    #: ``verify``, ``sidecar`` and ``object_path``), the name of its bucket, if it has one, and
+    #: whether clients send a direct upload's parts to the store itself (``start_multipart``,
+    #: ``sign_part``, ``list_parts``, ``finish_multipart``, ``abort_multipart``, ``copy``: S3)
+    #: rather than to URLs the API serves.
     serves_signed_urls: bool
+    multipart: bool
     bucket: str | None
 
     def ensure_bucket(self) -> None:

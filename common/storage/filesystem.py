@@ -32,6 +32,7 @@ TEMPORARY = ".tmp"
 
 class FilesystemStorage:
     serves_signed_urls = True  # by the API's /storage/<key> route
+    multipart = False  # a direct upload's parts go to URLs the API serves
     bucket = None
 
     def __init__(self, root: str | Path, secret_key: str) -> None:

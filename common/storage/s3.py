@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import shutil
+import socket
 import threading
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
+from xml.sax.saxutils import escape
 
 from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest, AWSResponse
@@ -27,6 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.httpsession import URLLib3Session
 
 from common.settings import Settings
+from common.staging import DIRECT_PREFIX
 from common.storage import (
     ObjectInfo,
     PutRequest,
@@ -133,8 +136,16 @@ class S3Storage:
         self._base = _bucket_url(endpoint_url, bucket, region, addressing_style)
         public = public_endpoint_url or endpoint_url
         self._public_base = _bucket_url(public, bucket, region, addressing_style)
-        self._http = URLLib3Session(timeout=timeouts, max_pool_connections=_MAX_CONNECTIONS)
-        self._probe_http = URLLib3Session(timeout=(1, 1.5), max_pool_connections=2)
+        # TCP_NODELAY, as botocore's clients set it (its bare session does not): urllib3 writes
+        # a request's headers and body separately, and Nagle's algorithm would hold the body
+        # until the store's delayed ACK, ~40 ms a request with a body (complete a multipart).
+        nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+        self._http = URLLib3Session(
+            timeout=timeouts, max_pool_connections=_MAX_CONNECTIONS, socket_options=nodelay
+        )
+        self._probe_http = URLLib3Session(
+            timeout=(1, 1.5), max_pool_connections=2, socket_options=nodelay
+        )
         self._client_lock = threading.Lock()
         self._client_instance: BaseClient | None = None
 
@@ -253,6 +264,166 @@ class S3Storage:
         S3SigV4QueryAuth(self._credentials(), "s3", self._region, expires=ttl).add_auth(request)
         return request.url
 
+    # -- multipart uploads straight from clients (common/files/direct.py) ----------------------
+
+    multipart = True
+
+    def start_multipart(self, key: str, content_type: str) -> str:
+        """Begin a multipart upload of ``key``: the store's UploadId."""
+        url = f"{self._base}/{_path(key)}?uploads"
+        headers = {"Content-Type": content_type} | self._encryption_headers()
+        reply = self._answered(self._send(self._http, "POST", url, b"", headers))
+        upload_id = _xml(reply).findtext(f"{_NS}UploadId")
+        if not upload_id:
+            raise StorageUnavailable(f"S3 gave no UploadId for {key}")
+        return upload_id
+
+    def sign_part(
+        self, key: str, upload_id: str, number: int, size: int, sha256: str | None, ttl: int
+    ) -> tuple[str, dict[str, str]]:
+        """A presigned PUT URL for one part, and the headers the client must send with it. The
+        signature covers the part's length and, when it is known, its ``x-amz-checksum-sha256``:
+        the store refuses a shorter, longer or other body, as it refuses the URL once expired or
+        used for another part."""
+        query = f"partNumber={number}&uploadId={quote(upload_id, safe='')}"
+        headers = {"Content-Length": str(size)}
+        if sha256:
+            headers["x-amz-checksum-sha256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
+        request = AWSRequest(
+            method="PUT", url=f"{self._public_base}/{_path(key)}?{query}", headers=dict(headers)
+        )
+        S3SigV4QueryAuth(self._credentials(), "s3", self._region, expires=ttl).add_auth(request)
+        return request.url, headers
+
+    def list_parts(self, key: str, upload_id: str) -> dict[int, tuple[int, str]]:
+        """The parts the store holds: number -> (size, ETag). ``FileNotFoundError`` when the
+        store has no such upload (completed or aborted)."""
+        parts: dict[int, tuple[int, str]] = {}
+        marker = 0
+        while True:
+            url = f"{self._base}/{_path(key)}?part-number-marker={marker}"
+            url += f"&uploadId={quote(upload_id, safe='')}"
+            reply = self._send(self._http, "GET", url)
+            if reply.status_code == 404 or _error(reply)[0] == "NoSuchUpload":
+                raise FileNotFoundError(key)
+            root = _xml(self._answered(reply))
+            for part in root.iter(f"{_NS}Part"):
+                number = int(part.findtext(f"{_NS}PartNumber"))
+                parts[number] = (int(part.findtext(f"{_NS}Size")), part.findtext(f"{_NS}ETag"))
+            if root.findtext(f"{_NS}IsTruncated") != "true":
+                return parts
+            marker = int(root.findtext(f"{_NS}NextPartNumberMarker") or max(parts))
+
+    def finish_multipart(self, key: str, upload_id: str, etags: list[str], size: int) -> None:
+        """Complete the upload from its parts' ETags (in part order), naming the whole size
+        (``x-amz-mp-object-size``) for stores that check it. ``FileNotFoundError`` when the
+        store has no such upload; an error S3 sends in a 200 reply is an error too."""
+        body = "".join(
+            f"<Part><PartNumber>{n}</PartNumber><ETag>{escape(etag)}</ETag></Part>"
+            for n, etag in enumerate(etags, start=1)
+        )
+        data = f"<CompleteMultipartUpload>{body}</CompleteMultipartUpload>".encode()
+        url = f"{self._base}/{_path(key)}?uploadId={quote(upload_id, safe='')}"
+        headers = {"Content-Type": "application/xml", "x-amz-mp-object-size": str(size)}
+        reply = self._send(self._http, "POST", url, data, headers)
+        if _error(reply)[0] == "NoSuchUpload":
+            raise FileNotFoundError(key)
+        root = _xml(self._answered(reply))
+        if root.tag == f"{_NS}Error":
+            code, message = root.findtext(f"{_NS}Code"), root.findtext(f"{_NS}Message")
+            raise _classified(500, code or "", message or "")
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Abort the upload and free its parts; one the store no longer has is not an error."""
+        url = f"{self._base}/{_path(key)}?uploadId={quote(upload_id, safe='')}"
+        reply = self._send(self._http, "DELETE", url)
+        if reply.status_code >= 300 and _error(reply)[0] not in _NOT_FOUND | {"NoSuchUpload"}:
+            raise _failure(reply)
+
+    def copy(self, source: str, request: PutRequest, size: int) -> ObjectInfo:
+        """Copy ``source`` to ``request.key`` inside the store (the bytes never leave it), with
+        the object's type, disposition and metadata; above 5 GiB boto3 copies it in parts
+        (``UploadPartCopy``)."""
+        from boto3.s3.transfer import TransferConfig
+
+        extra = {
+            "ContentType": request.content_type,
+            "ContentDisposition": request.content_disposition,
+            "Metadata": request.metadata,
+            "MetadataDirective": "REPLACE",
+        } | self._encryption
+        with _translated(source):
+            self._client.copy(
+                {"Bucket": self.bucket, "Key": source},
+                self.bucket,
+                request.key,
+                ExtraArgs=extra,
+                Config=TransferConfig(multipart_threshold=5 * 1024**3, use_threads=False),
+            )
+        info = self.head(request.key)
+        if info.size != size:
+            raise StorageIntegrityError(f"{request.key}: copied {info.size} bytes, not {size}")
+        return info
+
+    def configure_direct_uploads(self, origins: list[str], abort_after_days: int) -> dict:
+        """The bucket's rules for direct uploads (operators' ``create-bucket``): a lifecycle rule
+        aborting multipart uploads under ``uploads/`` left incomplete ``abort_after_days`` (the
+        second guard behind beat's expiry), and a CORS rule letting browsers of ``origins`` PUT
+        parts and read their ``ETag``. Each answers ``"set"`` or why the store would not (MinIO
+        has neither API: its environment sets the same, see docker-compose.yml)."""
+        rules = {
+            "lifecycle": lambda: self._client.put_bucket_lifecycle_configuration(
+                Bucket=self.bucket,
+                LifecycleConfiguration={
+                    "Rules": [
+                        {
+                            "ID": "abort-incomplete-direct-uploads",
+                            "Status": "Enabled",
+                            "Filter": {"Prefix": DIRECT_PREFIX},
+                            "AbortIncompleteMultipartUpload": {
+                                "DaysAfterInitiation": abort_after_days
+                            },
+                        }
+                    ]
+                },
+            ),
+            "cors": lambda: self._client.put_bucket_cors(
+                Bucket=self.bucket,
+                CORSConfiguration={
+                    "CORSRules": [
+                        {
+                            "AllowedOrigins": origins,
+                            "AllowedMethods": ["GET", "PUT"],
+                            "AllowedHeaders": ["*"],
+                            "ExposeHeaders": ["ETag"],
+                            "MaxAgeSeconds": 3600,
+                        }
+                    ]
+                },
+            ),
+        }
+        done = {}
+        for name, apply in rules.items():
+            try:
+                with _translated(None):
+                    apply()
+                done[name] = "set"
+            except StorageRefused as exc:
+                done[name] = f"not set: {exc}"
+        return done
+
+    def _encryption_headers(self) -> dict[str, str]:
+        names = {
+            "ServerSideEncryption": "x-amz-server-side-encryption",
+            "SSEKMSKeyId": "x-amz-server-side-encryption-aws-kms-key-id",
+        }
+        return {names[k]: v for k, v in self._encryption.items()}
+
+    def _answered(self, reply: AWSResponse) -> AWSResponse:
+        if reply.status_code >= 300:
+            raise _failure(reply)
+        return reply
+
     def health(self) -> None:
         url = self._base if self._endpoint else f"{self._base}/"
         reply = self._send(self._probe_http, "HEAD", url)
@@ -279,9 +450,16 @@ class S3Storage:
             raise StorageUnavailable("S3 credentials are missing")
         return self._credential_source.get_frozen_credentials()
 
-    def _send(self, http: URLLib3Session, method: str, url: str) -> AWSResponse:
+    def _send(
+        self,
+        http: URLLib3Session,
+        method: str,
+        url: str,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> AWSResponse:
         """One request signed with SigV4 (headers), sent on ``http``'s connection pool."""
-        request = AWSRequest(method=method, url=url)
+        request = AWSRequest(method=method, url=url, data=data, headers=headers)
         S3SigV4Auth(self._credentials(), "s3", self._region).add_auth(request)
         try:
             return http.send(request.prepare())
@@ -295,6 +473,18 @@ class S3Storage:
                 self._client.head_bucket(Bucket=self.bucket)
             except ClientError:
                 self._client.create_bucket(Bucket=self.bucket)
+
+
+_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+
+
+def _xml(reply: AWSResponse) -> ElementTree.Element:
+    """A reply's XML with S3's namespace on every element (added where a store leaves it out)."""
+    root = ElementTree.fromstring(reply.content)
+    for element in root.iter():
+        if not element.tag.startswith("{"):
+            element.tag = _NS + element.tag
+    return root
 
 
 def _path(key: str) -> str:

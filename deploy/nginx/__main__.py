@@ -1,9 +1,9 @@
 """Render the front proxy's configuration for a host install: ``python -m deploy.nginx``.
 
-Reads the same environment as the API (MAX_UPLOAD_MB, S3_BUCKET) plus LISTEN (default
-``0.0.0.0:8080``), API_UPSTREAM (``127.0.0.1:5000``), STORE_UPSTREAM (``127.0.0.1:9000``)
-and FLOWER_UPSTREAM (``127.0.0.1:5555``), and prints nginx.conf. The nginx container of
-docker-compose.yml renders the same template.
+Reads the same environment as the API (MAX_UPLOAD_MB, UPLOAD_PART_MB, S3_BUCKET) plus LISTEN
+(default ``0.0.0.0:8080``), API_UPSTREAM (``127.0.0.1:5000``), STORE_UPSTREAM (``127.0.0.1:9000``),
+FLOWER_UPSTREAM (``127.0.0.1:5555``) and REALTIME_UPSTREAM (``127.0.0.1:5001``), and prints
+nginx.conf. The nginx container of docker-compose.yml renders the same template.
 """
 
 from __future__ import annotations
@@ -35,9 +35,11 @@ def values_from(environ: dict[str, str]) -> dict[str, str]:
         "API_UPSTREAM": environ.get("API_UPSTREAM", "127.0.0.1:5000"),
         "STORE_UPSTREAM": environ.get("STORE_UPSTREAM", "127.0.0.1:9000"),
         "FLOWER_UPSTREAM": environ.get("FLOWER_UPSTREAM", "127.0.0.1:5555"),
+        "REALTIME_UPSTREAM": environ.get("REALTIME_UPSTREAM", "127.0.0.1:5001"),
         "S3_BUCKET": environ.get("S3_BUCKET", "uploads"),
         "MAX_UPLOAD_MB": str(max_mb),
         "CLIENT_MAX_BODY_SIZE": f"{max_mb + 1}m",
+        "PART_MAX_BODY_SIZE": f"{int(environ.get('UPLOAD_PART_MB', '8'))}m",
     }
 
 

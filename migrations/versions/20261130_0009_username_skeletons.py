@@ -5,7 +5,7 @@ Revises: 0008
 Create Date: 2026-11-30 18:30:00
 
 A new username whose confusable skeleton matches an existing account's is refused
-(``common.usernames``). Existing accounts get theirs here; look-alikes that already exist stay
+(``common.accounts.usernames``). Existing accounts get theirs here; look-alikes that already exist stay
 (both keep working), only new ones are refused.
 """
 
@@ -21,7 +21,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    from common.usernames import skeleton
+    from common.accounts.usernames import skeleton
 
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.add_column(sa.Column("username_skeleton", sa.Text(), nullable=True))

@@ -1,10 +1,10 @@
-"""Each fault test gets services of its own (``tests.services``) that it can stop and restart."""
+"""Each fault test gets services of its own (``testkit.services``) that it can stop and restart."""
 
 from collections.abc import Iterator
 
 import pytest
 
-from tests.services import FaultEnv, make_fault_env
+from testkit.services import FaultEnv, make_fault_env
 
 
 @pytest.fixture

@@ -17,14 +17,15 @@ import pytest
 import redis
 from sqlalchemy import select
 
+from api.services import services
 from common.db import Database
 from common.models import File, FileStatus
 from common.queue import SENTINEL
 from common.settings import Settings
 from common.tasks import INGEST
-from tests import multipart
-from tests.conftest import PG_URL, eventually, free_port, migrate, wait_for_status
-from tests.tcpproxy import TcpProxy
+from testkit import multipart
+from testkit.processes import PG_PORT, PG_URL, eventually, free_port, migrate, wait_for_status
+from testkit.tcpproxy import TcpProxy
 
 MIB = 1024 * 1024
 #: Settings that place a fault environment (its own database, Redis, store, directories),
@@ -194,7 +195,7 @@ def database_behind_a_proxy(env) -> Iterator[tuple[str, str, TcpProxy]]:
     admin = PG_URL.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    proxy = TcpProxy(5432)
+    proxy = TcpProxy(PG_PORT)
     try:
         url = f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/{name}"
         migrate(url)
@@ -204,7 +205,7 @@ def database_behind_a_proxy(env) -> Iterator[tuple[str, str, TcpProxy]]:
             process.stop()
         proxy.close()
         for app in env.apps:
-            app.extensions["pipeline"].close()
+            services(app).pipeline.close()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -264,7 +265,7 @@ def test_same_task_twice_and_racing_workers_store_once(fault_env):
     name = upload(client, b"duplicate " * 50_000, "dup.txt").get_json()["filename"]
     with env.db.session() as session:
         file_id = session.query(File.id).filter_by(name=name).scalar()
-    publisher = app.extensions["pipeline"].publisher
+    publisher = services(app).pipeline.publisher
     for attempt in (1, 2, 3):  # duplicate deliveries, picked by both workers at once
         publisher.send(INGEST, file_id, attempt=attempt)
     file = wait_for_status(env.db, name, {"stored"}, timeout=30)

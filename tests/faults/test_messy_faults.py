@@ -4,18 +4,21 @@ outages longer than the retries, damaged staged copies, deletes while the store 
 
 from __future__ import annotations
 
+import re
 import time
+from collections import Counter
 from dataclasses import replace
 
 import pytest
 import redis
 
+from api.services import services
 from common.db import Database
 from common.queue import SENTINEL
-from tests import multipart
+from testkit import multipart
+from testkit.tcpproxy import TcpProxy
 from tests.conftest import eventually, wait_for_status
 from tests.faults.test_faults import database_behind_a_proxy, objects, staged, upload
-from tests.tcpproxy import TcpProxy
 
 
 def test_a_silent_redis_still_answers_uploads_within_three_seconds(fault_env):
@@ -66,7 +69,7 @@ def test_a_broker_that_comes_back_empty_gets_its_work_again_with_shipped_setting
     client = app.test_client()
     redis.Redis.from_url(env.settings.redis_url).set(SENTINEL, 1)  # a broker in service
     names = [upload(client, f"queued {i}".encode()).get_json()["filename"] for i in range(4)]
-    app.extensions["pipeline"].marks.flush()
+    services(app).pipeline.marks.flush()
     assert redis.Redis.from_url(env.settings.redis_url).llen("uploads") == 4
     env.redis.stop()
     env.redis.start()  # empty
@@ -92,8 +95,17 @@ def test_a_database_outage_longer_than_the_retries_ends_stored_soon_after(fault_
         proxy.down()
         worker = env.worker()
         env.beat()
-        assert eventually(lambda: "database unavailable" in worker.log.read_text(), timeout=30)
-        time.sleep(20)  # SHORTENED retries (3, at most 2 s apart) are long spent
+        # Down for longer than every store retry together: each upload's task has been
+        # retried more times than INGEST_MAX_RETRIES while the database was away.
+        beyond = env.settings.ingest_max_retries + 1
+
+        def retries_spent() -> bool:
+            tries = Counter(
+                re.findall(r"ingest\[(\S+)\] database unavailable", worker.log.read_text())
+            )
+            return sum(1 for count in tries.values() if count > beyond) >= len(names)
+
+        assert eventually(retries_spent, timeout=90)
         proxy.up()
         back = time.monotonic()
         direct = Database(direct_url)

@@ -1,0 +1,157 @@
+"""The life of a file as one table: which status may follow which (docs/ARCHITECTURE.md), and
+the only three ways a file changes as its owner sees it: ``create`` (a new upload), ``transition``
+(a status) and ``change`` (metadata, a new name, labels); a worker's lease renewal is the one
+other write of a file's row. Each records the change's event in the same
+transaction (``file_events``), so there is no event of a change that rolled back and no change
+without its event, whoever makes it: the API, a worker, the reconciler, a bulk action, the CLI.
+
+Every status change is a conditional UPDATE whose ``WHERE status IN (...)`` comes from
+``sources()``, so a redelivered task, two workers racing on one file, a give-up racing a push,
+or a delete racing anything end in one state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import ColumnElement, false, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from common.files import events, usage
+from common.models import File, FileEvent, FileStatus, db_now, utcnow
+
+S = FileStatus
+
+TRANSITIONS: dict[FileStatus, frozenset[FileStatus]] = {
+    # accepted and queued: a worker claims it, or a check decides at once
+    S.PENDING: frozenset({S.PROCESSING, S.STORED, S.REJECTED, S.FAILED, S.DELETED}),
+    # claimed: back to pending when the claim is released or its lease lapses
+    S.PROCESSING: frozenset({S.PENDING, S.PROCESSING, S.STORED, S.REJECTED, S.FAILED, S.DELETED}),
+    # requeued by an operator or beat; stored when a push outlived the give-up
+    S.FAILED: frozenset({S.PENDING, S.STORED, S.DELETED}),
+    S.STORED: frozenset({S.DELETED}),
+    S.REJECTED: frozenset({S.DELETED}),
+    S.DELETED: frozenset(),
+}
+
+
+def sources(to: FileStatus) -> tuple[FileStatus, ...]:
+    """The statuses from which a file may move to ``to``."""
+    return tuple(s for s, targets in TRANSITIONS.items() if to in targets)
+
+
+def lease_lapsed() -> ColumnElement[bool]:
+    """A ``processing`` file whose worker stopped renewing its claim."""
+    return or_(File.lease_until.is_(None), File.lease_until < db_now())
+
+
+def free_for(claim: str | None) -> ColumnElement[bool]:
+    """Not held by a live claim of anyone but ``claim``: pending, or processing under
+    ``claim`` itself or under a lapsed lease."""
+    held = File.status == S.PROCESSING
+    mine = File.claim == claim if claim is not None else false()
+    return or_(~held, mine, lease_lapsed())
+
+
+def transition(
+    session: Session,
+    file_ids: int | Iterable[int],
+    to: FileStatus,
+    guard: ColumnElement[bool] | None = None,
+    **values,
+) -> list[int]:
+    """Move files to ``to`` where the transition table allows it from their current status (and
+    ``guard`` holds): the one place a file's status is written, with its ``file.<status>``
+    event in the same transaction. The ids of the files that moved (empty, so false, when
+    another change got there first)."""
+    ids = [file_ids] if isinstance(file_ids, int) else list(file_ids)
+    if not ids:
+        return []
+    condition = [File.id.in_(ids), File.status.in_(sources(to))]
+    if guard is not None:
+        condition.append(guard)
+    values = {"status": to, "updated_at": utcnow(), **values}
+    moved = _move(session, condition, values)
+    usage.moved(session, moved, to)
+    _record(session, [(file_id, owner) for file_id, owner, _size, _before in moved], f"file.{to}")
+    return [file_id for file_id, _owner, _size, _before in moved]
+
+
+def _move(session: Session, condition: list, values: dict) -> list[tuple]:
+    """The UPDATE of a transition: rows of (id, owner id, size, status before) of the files
+    that moved. Each row's status before is read with the row locked, so usage counts exactly
+    what moved from where."""
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement: lock the rows, move them, return what each was.
+        before = (
+            select(File.id.label("id"), File.status.label("status"))
+            .where(*condition)
+            .with_for_update()
+            .subquery("before")
+        )
+        statement = (
+            update(File)
+            .where(File.id == before.c.id, *condition)
+            .values(**values)
+            .returning(File.id, File.owner_id, File.size, before.c.status)
+        )
+        return list(session.execute(statement.execution_options(synchronize_session=False)))
+    # SQLite: the transaction holds the database's write lock from its start (BEGIN
+    # IMMEDIATE, common.db), so what is read here is what the UPDATE moves.
+    was = dict(session.execute(select(File.id, File.status).where(*condition)).all())
+    statement = update(File).where(*condition).values(**values)
+    rows = session.execute(
+        statement.returning(File.id, File.owner_id, File.size).execution_options(
+            synchronize_session=False
+        )
+    ).all()
+    return [(file_id, owner, size, was[file_id]) for file_id, owner, size in rows]
+
+
+def create(session: Session, file: File) -> File:
+    """Add a new file (``pending``) and its ``file.pending`` event."""
+    session.add(file)
+    session.flush()
+    usage.uploaded(session, file.owner_id, file.size)
+    _record(session, [(file.id, file.owner_id)], f"file.{file.status.value}")
+    return file
+
+
+#: Changes of a file other than its status, each its own event type.
+CHANGES = ("metadata", "renamed", "labels")
+
+
+def change(
+    session: Session,
+    file_ids: int | Iterable[int],
+    kind: str | None,
+    guard: ColumnElement[bool] | None = None,
+    **values,
+) -> list[int]:
+    """Change live files other than by status (``kind``: metadata, renamed, labels), with a
+    ``file.<kind>`` event each (``kind`` None: a change nobody needs to hear of, no event):
+    the files changed."""
+    assert kind is None or kind in CHANGES, kind
+    ids = [file_ids] if isinstance(file_ids, int) else list(file_ids)
+    if not ids:
+        return []
+    condition = [File.id.in_(ids), File.status != S.DELETED]
+    if guard is not None:
+        condition.append(guard)
+    statement = update(File).where(*condition).values(updated_at=utcnow(), **values)
+    changed = session.execute(
+        statement.returning(File.id, File.owner_id).execution_options(synchronize_session=False)
+    ).all()
+    if kind is not None:
+        _record(session, changed, f"file.{kind}")
+    return [file_id for file_id, _owner in changed]
+
+
+def _record(session: Session, files: Sequence[tuple[int, int | None]], kind: str) -> None:
+    if files:
+        at = utcnow()
+        events.wrote(session)  # the doorbell rings after the commit
+        session.execute(
+            insert(FileEvent),
+            [{"file_id": fid, "owner_id": owner, "type": kind, "at": at} for fid, owner in files],
+        )
