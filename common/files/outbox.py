@@ -24,7 +24,11 @@ UNSENT_GRACE = timedelta(seconds=5)
 
 
 def add(session: Session, file_id: int, kind: OutboxKind) -> None:
-    session.add(OutboxEntry(file_id=file_id, kind=kind))
+    # A Core INSERT on the session's connection: no unit of work on the upload path.
+    session.connection().execute(_INSERT, {"file_id": file_id, "kind": kind})
+
+
+_INSERT = insert(OutboxEntry)
 
 
 def add_many(session: Session, file_ids: list[int], kind: OutboxKind) -> None:

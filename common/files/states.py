@@ -108,10 +108,30 @@ def _move(session: Session, condition: list, values: dict) -> list[tuple]:
     return [(file_id, owner, size, was[file_id]) for file_id, owner, size in rows]
 
 
+#: The columns a new file's row is written with (the rest are NULL until the pipeline fills
+#: them); ``create`` sets the ORM defaults of these on the object itself.
+_NEW_FILE = (
+    "owner_id", "name", "original_name", "search_name", "category", "extension", "size",
+    "content_type", "status", "sha256", "extra", "attempts", "uploaded_at", "updated_at",
+)  # fmt: skip
+_INSERT_FILE = insert(File).returning(File.id)
+
+
 def create(session: Session, file: File) -> File:
-    """Add a new file (``pending``) and its ``file.pending`` event."""
-    session.add(file)
-    session.flush()
+    """Add a new file (``pending``) and its ``file.pending`` event.
+
+    The row is written by one Core INSERT on the session's connection, not by the unit of work:
+    on the upload path that is ~1.5 ms of CPU less per upload (bench/RESULTS.md). ``file`` stays
+    a plain object the caller reads (never attached to the session, so nothing of it is
+    flushed again); its id is the row's."""
+    now = utcnow()
+    file.attempts = file.attempts or 0
+    file.uploaded_at = file.uploaded_at or now
+    file.updated_at = file.updated_at or now
+    if file.extra is None:
+        file.extra = {}
+    row = {column: getattr(file, column) for column in _NEW_FILE}
+    file.id = session.connection().execute(_INSERT_FILE, row).scalar_one()
     usage.uploaded(session, file.owner_id, file.size)
     _record(session, [(file.id, file.owner_id)], f"file.{file.status.value}")
     return file
@@ -147,11 +167,15 @@ def change(
     return [file_id for file_id, _owner in changed]
 
 
+_INSERT_EVENT = insert(FileEvent)
+
+
 def _record(session: Session, files: Sequence[tuple[int, int | None]], kind: str) -> None:
     if files:
         at = utcnow()
         events.wrote(session)  # the doorbell rings after the commit
-        session.execute(
-            insert(FileEvent),
+        # On the session's connection: the ORM's bulk-insert path costs more than the INSERT.
+        session.connection().execute(
+            _INSERT_EVENT,
             [{"file_id": fid, "owner_id": owner, "type": kind, "at": at} for fid, owner in files],
         )
