@@ -1,14 +1,14 @@
-"""The publisher that the API and the reconciler send tasks with, and the Redis transport's
-options, which the workers' Celery app (worker/app.py) shares."""
+"""The publisher that the API, the workers and the reconciler send tasks with, and the options
+of the workers' Celery app's Redis transport (worker/app.py)."""
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
 import socket
 import uuid
-
-from kombu.exceptions import KombuError
 
 from common.settings import Settings
 from common.tasks import TASKS
@@ -21,11 +21,9 @@ log = logging.getLogger(__name__)
 SENTINEL = "pipeline:broker-sentinel"
 
 
-def transport_options(settings: Settings, *, publishing: bool = False) -> dict:
-    """Options of the Redis transport of the workers' Celery app, or (``publishing``) of the
-    publisher, which must not wait long for a Redis that went silent: an upload answers 201
-    either way, the outbox keeps the work."""
-    socket_timeout = settings.broker_publish_timeout if publishing else 5
+def transport_options(settings: Settings) -> dict:
+    """Options of the Redis transport of the workers' Celery app."""
+    socket_timeout = 5
     return {
         # Longer than the longest task with all its retries' countdowns, so that a message
         # is redelivered only when its worker is really gone.
@@ -37,8 +35,8 @@ def transport_options(settings: Settings, *, publishing: bool = False) -> dict:
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": min(1, socket_timeout),
         "retry_on_timeout": False,
-        # Publishing gives up fast when Redis is down: the outbox holds the work, and an
-        # upload must not wait seconds for a broker it does not need to answer.
+        # Celery's own publishes (a retry's countdown) give up fast when Redis is down: the
+        # outbox holds the work.
         "max_retries": 1,
         "interval_start": 0,
         "interval_step": 0.1,
@@ -55,32 +53,20 @@ class Publisher:
     """Sends tasks by name; never raises when the broker is down (the outbox keeps the work).
 
     Messages are Celery's task protocol 2 (docs.celeryq.dev, "Message Protocol"), built here
-    and published with kombu, which Celery itself publishes with: the same headers, body and
-    properties ``Celery.send_task`` would produce for a task with positional arguments only,
-    on the queue the task table (``common.tasks``) names. Loading Celery's application machinery
-    for that costs every API process ~6 MiB and each upload a router, signals and a
-    ``send_task`` call chain; the workers consume these messages like any other.
+    as ``Celery.send_task`` would build them for a task with positional arguments only, in the
+    envelope kombu's Redis transport stores (``transport_message``), pushed with one LPUSH on
+    the queue the task table (``common.tasks``) names: exactly what kombu's producer writes for
+    a queue bound to the default exchange (tests/test_queue.py compares the two). The workers
+    consume them like any other. Loading Celery's application machinery for that costs every
+    API process ~6 MiB and each upload a router, signals and a ``send_task`` call chain;
+    kombu's producer, a Redis client object and ~0.35 ms of CPU a message (bench/RESULTS.md).
     """
 
-    def __init__(self, settings: Settings, *, pool_limit: int = 10) -> None:
-        from kombu import Connection
-        from kombu.pools import ProducerPool
-
-        options = transport_options(settings, publishing=True)
-        self._connection = Connection(
-            settings.redis_url,
-            transport_options=options,
-            connect_timeout=options["socket_connect_timeout"],
-        )
-        self._connections = self._connection.Pool(pool_limit)
-        self._producers = ProducerPool(self._connections, limit=pool_limit)
+    def __init__(self, settings: Settings) -> None:
         self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
         self._url = settings.redis_url
-        self._timeout = options["socket_timeout"]
-        self._client = None  # for the sentinel: one client (and its pool) for the process
-        # The transport's own exceptions (redis-py's ConnectionError is not an OSError), which
-        # Celery's send_task would have re-raised as kombu errors.
-        self._errors = self._connection.connection_errors + self._connection.channel_errors
+        self._timeout = settings.broker_publish_timeout
+        self._client = None  # one client (and its pool) for the process, made on first use
 
     def send(self, name: str, file_id: int, *, attempt: int = 0) -> bool:
         kind = name.rsplit(".", 1)[-1]
@@ -93,25 +79,12 @@ class Publisher:
         return self._send(name, (list(file_ids),), batch, f"{len(file_ids)} files")
 
     def _send(self, name: str, args: tuple, message_id: str, what: str) -> bool:
-        from kombu import Queue
-
-        kind = name.rsplit(".", 1)[-1]
         queue = TASKS[name].queue
-        body, headers, properties = task_message(name, args, message_id, self._origin)
+        message = transport_message(*task_message(name, args, message_id, self._origin), queue)
         try:
-            with self._producers.acquire(block=True, timeout=1) as producer:
-                producer.publish(
-                    body,
-                    exchange="",
-                    routing_key=queue,
-                    serializer="json",
-                    headers=headers,
-                    delivery_mode=2,
-                    declare=[Queue(queue)],
-                    retry=False,
-                    **properties,
-                )
-        except (KombuError, OSError, *self._errors) as exc:
+            self._redis().lpush(queue, message)
+        except (self._redis_errors(), OSError) as exc:
+            kind = name.rsplit(".", 1)[-1]
             log.warning("broker unavailable, %s of %s left to the outbox: %s", kind, what, exc)
             return False
         return True
@@ -134,13 +107,20 @@ class Publisher:
             log.warning("could not set the broker sentinel: %s", exc)
 
     def _redis(self):
-        """The sentinel's client, made on first use (redis-py's pool reconnects after a
-        broker restart, and after a fork makes connections of the child's own)."""
+        """The process's client, made on first use (redis-py's pool reconnects after a broker
+        restart, and after a fork makes connections of the child's own). It gives up fast
+        when Redis is down or silent: an upload answers 201 either way, the outbox keeps the
+        work; one immediate retry covers a connection the broker closed meanwhile."""
         if self._client is None:
             import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
 
             self._client = redis.Redis.from_url(
-                self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
+                self._url,
+                socket_timeout=self._timeout,
+                socket_connect_timeout=min(1, self._timeout),
+                retry=Retry(NoBackoff(), 1),
             )
         return self._client
 
@@ -153,9 +133,29 @@ class Publisher:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
-        self._producers.force_close_all()
-        self._connections.force_close_all()
-        self._connection.release()
+
+
+def transport_message(body: tuple, headers: dict, properties: dict, queue: str) -> bytes:
+    """A task message in the envelope kombu's Redis transport keeps in a queue's list
+    (``kombu.transport.virtual.Channel``: ``prepare_message``, then ``basic_publish`` to the
+    default exchange, whose routing key is the queue): the body JSON-serialised and base64
+    encoded, persistent, priority 0, a fresh delivery tag."""
+    return json.dumps(
+        {
+            "body": base64.b64encode(json.dumps(body).encode()).decode(),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": headers,
+            "properties": {
+                **properties,
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": queue},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+    ).encode()
 
 
 def task_message(name: str, args: tuple, task_id: str, origin: str) -> tuple[tuple, dict, dict]:

@@ -44,3 +44,40 @@ def test_publisher_reports_a_broker_lost_mid_life_and_recovers_with_it():
     finally:
         publisher.close()
         redis_server.stop()
+
+
+def test_published_message_is_what_kombu_would_write():
+    """The envelope in the queue's list is kombu's own for the same message (all but the
+    delivery tag, a fresh uuid each), and a Celery worker's transport reads it back."""
+    from kombu import Connection, Queue
+
+    redis_server = RedisServer()
+    client = redis.Redis.from_url(redis_server.url)
+    publisher = Publisher(Settings.from_env({}, redis_url=redis_server.url))
+    try:
+        assert publisher.send(INGEST, 7)
+        ours = json.loads(client.rpop("uploads"))
+        body, headers, properties = task_message(INGEST, (7,), "ingest-7-0", publisher._origin)
+        with Connection(redis_server.url) as connection:
+            connection.Producer().publish(
+                body,
+                exchange="",
+                routing_key="uploads",
+                serializer="json",
+                headers=headers,
+                delivery_mode=2,
+                declare=[Queue("uploads")],
+                **properties,
+            )
+            kombus = json.loads(client.rpop("uploads"))
+            tags = ours["properties"].pop("delivery_tag"), kombus["properties"].pop("delivery_tag")
+            assert tags[0] != tags[1]
+            assert ours == kombus
+            assert publisher.send(INGEST, 8)
+            message = connection.SimpleQueue("uploads").get(timeout=5)
+            assert message.headers["id"] == "ingest-8-0" and message.payload[0] == [8]
+            message.ack()
+    finally:
+        publisher.close()
+        client.close()
+        redis_server.stop()
