@@ -79,7 +79,9 @@ def same_work_app(environ, start_response):
     2. fsync the file, rename it into place, fsync the directory;
     3. in one PostgreSQL transaction (psycopg): insert the file's row (with its search name),
        its outbox entry and its event row;
-    4. push the ingest task's message to Redis (one LPUSH of a Celery message);
+    4. ring the live events' doorbell (one Redis PUBLISH: the contract wakes the event readers
+       after each commit that wrote events) and push the ingest task's message to Redis (one
+       LPUSH of a Celery message);
     5. answer 201 with the file as JSON.
 
     No Flask, ORM, limiter, metrics or logging; no validation beyond what the steps need.
@@ -138,6 +140,7 @@ def same_work_app(environ, start_response):
             "INSERT INTO file_events (file_id, owner_id, type, at) VALUES (%s, NULL, %s, %s)",
             (file_id, "file.pending", now),
         )
+    _broker().publish("file-events", b"")
     _broker().lpush("uploads", _task("worker.tasks.ingest", "uploads", file_id))
     body = json.dumps(
         {
