@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-TARGETS = {"P1", "P2", "P3", "P4", "P5", "P6", "A1", "P7", "P8", "P9", "F1", "F2"}
+TARGETS = {"P1", "P2", "P2'", "P3", "P4", "P5", "P6", "A1", "P7", "P8", "P9", "F1", "F2"}
 
 
 @pytest.mark.slow
@@ -37,15 +37,17 @@ def test_bench_quick_runs_every_target(tmp_path):
         raise
     result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     assert result.returncode == 0, result.stderr[-3000:]
-    lines = [line for line in result.stdout.splitlines() if re.match(r"^[PAF][1-9] ", line)]
-    assert {line[:2] for line in lines} == TARGETS, result.stdout
+    lines = [line for line in result.stdout.splitlines() if re.match(r"^[PAF][1-9]'? ", line)]
+    assert {line.split()[0] for line in lines} == TARGETS, result.stdout
     assert all(line.endswith(("PASS", "FAIL")) for line in lines)
     # The same targets, machine-readable.
     document = json.loads((tmp_path / "r.json").read_text())
-    assert document["quick"] is True
+    assert document["quick"] is True and document["runs"] == 1
     assert {t["id"] for t in document["targets"]} == TARGETS
     assert len(document["targets"]) == len(lines)
     for target in document["targets"]:
         assert set(target) == {
-            "id", "scenario", "product", "baseline", "unit", "ratio", "target", "pass"
+            "id", "scenario", "product", "baseline", "baseline_is", "unit", "ratio", "target",
+            "pass", "runs",
         }  # fmt: skip
+        assert len(target["runs"]) == 1
