@@ -347,7 +347,7 @@ def p1_acceptance(bench: Bench) -> list[Target]:
     try:
         for name in ("product", "same work"):
             directory = bench.tmp / f"p1-nginx-{name.replace(' ', '-')}"
-            directory.mkdir()
+            directory.mkdir(exist_ok=True)  # a later run's nginx writes over an earlier one's
             port = free_port()
             proxies.append(start_nginx(directory, port, servers[name].url.removeprefix("http://")))
             urls[f"{name} via proxy"] = f"http://127.0.0.1:{port}/files/upload"
