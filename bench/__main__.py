@@ -912,8 +912,10 @@ def main() -> None:
     if args.runs > 1:
         print(f"# over {args.runs} runs: medians judged, each run's figure in brackets")
         for record in _over_runs(runs):
-            figures = " ".join(f"{r['ratio'] if r['ratio'] is not None else r['product']:g}"
-                               for r in record["runs"])  # fmt: skip
+            figures = " ".join(  # the ratio where there is one, else the figure itself
+                f"{r['ratio'] if r['ratio'] is not None else r['product']:g}"
+                for r in record["runs"]
+            )
             print(f"{record['id']:3} {record['scenario']:46} [{figures}]  "
                   f"{'PASS' if record['pass'] else 'FAIL'}", flush=True)  # fmt: skip
     # A FAIL is a figure to act on, not an error of the bench itself: the exit status is 0.
