@@ -7,6 +7,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from common.files import outbox
 from common.models import DirectUpload, OutboxKind
@@ -46,11 +47,17 @@ class Stage:
         if not self.storage.multipart:
             return None
         with self.db.reading() as session:
-            upload_id = session.scalar(
-                select(DirectUpload.id).where(
-                    DirectUpload.file_id == file_id, DirectUpload.store_upload_id.is_not(None)
-                )
+            return self.source_in(session, file_id)
+
+    def source_in(self, session: Session, file_id: int) -> str | None:
+        """``direct_source``, asked in ``session`` (a transaction the caller has open)."""
+        if not self.storage.multipart:
+            return None
+        upload_id = session.scalar(
+            select(DirectUpload.id).where(
+                DirectUpload.file_id == file_id, DirectUpload.store_upload_id.is_not(None)
             )
+        )
         return direct_key(upload_id) if upload_id else None
 
     def drop_source(self, source: str | None) -> None:

@@ -47,6 +47,8 @@ class Claimed:
 
     file: File
     claim: str
+    #: A direct upload's object in the store (``uploads/<id>``), looked up with the claim.
+    source: str | None = None
 
 
 class Ingest(Stage):
@@ -66,15 +68,16 @@ class Ingest(Stage):
         """The first step of ``ingest``: claim the file for this delivery, or settle what
         another one finished (its status then; None when there is no such file)."""
         claim = _new_claim()
-        file = self._claim(file_id, claim)
-        if file is None:
+        claimed = self._claim(file_id, claim)
+        if claimed is None:
             return None
+        file, source = claimed
         if file.claim != claim:
             if file.status not in OPEN_STATES:
                 return self._settle(file)
             log.info("file %s is being processed under claim %s", file_id, file.claim)
             return file.status
-        return Claimed(file, claim)
+        return Claimed(file, claim, source)
 
     def work(self, taken: Claimed) -> FileStatus:
         """The second step of ``ingest``: verify and push a claimed file, renewing the lease."""
@@ -82,7 +85,7 @@ class Ingest(Stage):
         try:
             with self._renewing(file.id, claim):
                 try:
-                    return self._verify_and_push(file, claim)
+                    return self._verify_and_push(file, claim, taken.source)
                 except FileNotFoundError:  # the staged copy vanished: another delivery finished
                     return self._recover_missing_stage(file, claim)
                 except StorageRefused as exc:  # no retry will change it: failed at once
@@ -94,9 +97,11 @@ class Ingest(Stage):
             self._release(file.id, claim)
             raise
 
-    def _claim(self, file_id: int, claim: str) -> File | None:
+    def _claim(self, file_id: int, claim: str) -> tuple[File, str | None] | None:
         """Take the file for this delivery (pending, lapsed, or held by a dead process of
-        this host) and load it; a file held by someone else is loaded as it is."""
+        this host) and load it, with its direct upload's object when it came so (asked in the
+        claim's transaction: no session of its own on the hot path); a file held by someone
+        else is loaded as it is."""
         with self.db.session() as session:
             lease = self.settings.claim_lease
             file = _claiming(session, file_id, claim, free_for(None), lease)
@@ -105,7 +110,10 @@ class Ingest(Stage):
                 if file is not None and _holder_is_dead(file):
                     held = File.claim == file.claim
                     file = _claiming(session, file_id, claim, held, lease) or file
-        return file
+            if file is None:
+                return None
+            source = self.source_in(session, file_id) if file.claim == claim else None
+        return file, source
 
     @contextmanager
     def _renewing(self, file_id: int, claim: str) -> Iterator[None]:
@@ -148,11 +156,10 @@ class Ingest(Stage):
         except Exception as exc:  # the lease lapses instead
             log.warning("could not release the claim on file %s: %s", file_id, exc)
 
-    def _verify_and_push(self, file: File, claim: str) -> FileStatus:
+    def _verify_and_push(self, file: File, claim: str, source: str | None) -> FileStatus:
         from common.sniff import check_content  # libmagic and Pillow: loaded by workers only
 
         path = staged_path(self.settings.staging_dir, file.name)
-        source = self.direct_source(file.id)
         if source is not None and not path.exists():
             self._fetch(source, path)
         size = path.stat().st_size if source is not None else file.size
