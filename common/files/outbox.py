@@ -164,11 +164,10 @@ def done(session: Session, file_id: int, kind: OutboxKind) -> None:
 def hand_over(session: Session, file_id: int, done_kind: OutboxKind, next_kind: OutboxKind) -> None:
     """Finish ``done_kind`` and record ``next_kind`` in one statement: the entry becomes the
     next one, as if new (an entry that is already gone is simply added)."""
-    result = session.execute(
+    result = session.connection().execute(  # Core: no ORM bulk-update layer on the hot path
         update(OutboxEntry)
         .where(OutboxEntry.file_id == file_id, OutboxEntry.kind == done_kind)
         .values(kind=next_kind, created_at=db_now(), published_at=None, publish_count=0)
-        .execution_options(synchronize_session=False)
     )
     if result.rowcount == 0:
         add(session, file_id, next_kind)

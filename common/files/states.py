@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import ColumnElement, false, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, false, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from common.files import events, usage
@@ -95,17 +95,24 @@ def _move(session: Session, condition: list, values: dict) -> list[tuple]:
             .values(**values)
             .returning(File.id, File.owner_id, File.size, before.c.status)
         )
-        return list(session.execute(statement.execution_options(synchronize_session=False)))
+        return list(core(session).execute(statement))
     # SQLite: the transaction holds the database's write lock from its start (BEGIN
     # IMMEDIATE, common.db), so what is read here is what the UPDATE moves.
-    was = dict(session.execute(select(File.id, File.status).where(*condition)).all())
+    connection = core(session)
+    was = dict(connection.execute(select(File.id, File.status).where(*condition)).all())
     statement = update(File).where(*condition).values(**values)
-    rows = session.execute(
-        statement.returning(File.id, File.owner_id, File.size).execution_options(
-            synchronize_session=False
-        )
-    ).all()
+    rows = connection.execute(statement.returning(File.id, File.owner_id, File.size)).all()
     return [(file_id, owner, size, was[file_id]) for file_id, owner, size in rows]
+
+
+def core(session: Session) -> Connection:
+    """The session's connection, for the Core statements of a change: the ORM's bulk-DML
+    layer that ``session.execute`` puts around a statement on a mapped table costs more than
+    the statement itself (bench/RESULTS.md). Pending objects are flushed first, as
+    ``session.execute``'s autoflush would; the statements here never touch objects the session
+    holds."""
+    session.flush()
+    return session.connection()
 
 
 #: The columns a new file's row is written with (the rest are NULL until the pipeline fills
@@ -131,7 +138,7 @@ def create(session: Session, file: File) -> File:
     if file.extra is None:
         file.extra = {}
     row = {column: getattr(file, column) for column in _NEW_FILE}
-    file.id = session.connection().execute(_INSERT_FILE, row).scalar_one()
+    file.id = core(session).execute(_INSERT_FILE, row).scalar_one()
     usage.uploaded(session, file.owner_id, file.size)
     _record(session, [(file.id, file.owner_id)], f"file.{file.status.value}")
     return file
@@ -175,7 +182,7 @@ def _record(session: Session, files: Sequence[tuple[int, int | None]], kind: str
         at = utcnow()
         events.wrote(session)  # the doorbell rings after the commit
         # On the session's connection: the ORM's bulk-insert path costs more than the INSERT.
-        session.connection().execute(
+        core(session).execute(
             _INSERT_EVENT,
             [{"file_id": fid, "owner_id": owner, "type": kind, "at": at} for fid, owner in files],
         )
