@@ -167,6 +167,16 @@ def foreign_keys_enforced(connection: Connection) -> bool:
     return bool(connection.exec_driver_sql("PRAGMA foreign_keys").scalar())
 
 
+def core(session: Session) -> Connection:
+    """The session's connection, for the Core statements of a change on the hot paths (a new
+    file, a status change, the outbox): the ORM's bulk-DML layer that ``session.execute`` puts
+    around a statement on a mapped table costs more than the statement itself
+    (bench/RESULTS.md). Pending objects are flushed first, as ``session.execute``'s autoflush
+    would; such statements never touch objects the session holds."""
+    session.flush()
+    return session.connection()
+
+
 class Database:
     """Holds one engine and its session factory; ``session()`` is a unit of work."""
 

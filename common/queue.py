@@ -23,7 +23,6 @@ SENTINEL = "pipeline:broker-sentinel"
 
 def transport_options(settings: Settings) -> dict:
     """Options of the Redis transport of the workers' Celery app."""
-    socket_timeout = 5
     return {
         # Longer than the longest task with all its retries' countdowns, so that a message
         # is redelivered only when its worker is really gone.
@@ -32,8 +31,8 @@ def transport_options(settings: Settings) -> dict:
         # one cheap ZRANGE, so a redelivery waits little longer than the timeout itself.
         "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 5)),
         "unacked_restore_throttle": 1,
-        "socket_timeout": socket_timeout,
-        "socket_connect_timeout": min(1, socket_timeout),
+        "socket_timeout": 5,
+        "socket_connect_timeout": 1,
         "retry_on_timeout": False,
         # Celery's own publishes (a retry's countdown) give up fast when Redis is down: the
         # outbox holds the work.

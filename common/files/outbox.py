@@ -15,6 +15,7 @@ from datetime import timedelta
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
+from common.db import core
 from common.models import OPEN_STATES, File, OutboxEntry, OutboxKind, db_now
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,7 @@ UNSENT_GRACE = timedelta(seconds=5)
 
 
 def add(session: Session, file_id: int, kind: OutboxKind) -> None:
-    # A Core INSERT on the session's connection: no unit of work on the upload path.
-    session.connection().execute(_INSERT, {"file_id": file_id, "kind": kind})
+    core(session).execute(_INSERT, {"file_id": file_id, "kind": kind})
 
 
 _INSERT = insert(OutboxEntry)
@@ -164,7 +164,7 @@ def done(session: Session, file_id: int, kind: OutboxKind) -> None:
 def hand_over(session: Session, file_id: int, done_kind: OutboxKind, next_kind: OutboxKind) -> None:
     """Finish ``done_kind`` and record ``next_kind`` in one statement: the entry becomes the
     next one, as if new (an entry that is already gone is simply added)."""
-    result = session.connection().execute(  # Core: no ORM bulk-update layer on the hot path
+    result = core(session).execute(
         update(OutboxEntry)
         .where(OutboxEntry.file_id == file_id, OutboxEntry.kind == done_kind)
         .values(kind=next_kind, created_at=db_now(), published_at=None, publish_count=0)

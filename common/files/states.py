@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import ColumnElement, Connection, false, insert, or_, select, update
+from sqlalchemy import ColumnElement, false, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from common.db import core
 from common.files import events, usage
 from common.models import File, FileEvent, FileStatus, db_now, utcnow
 
@@ -103,16 +104,6 @@ def _move(session: Session, condition: list, values: dict) -> list[tuple]:
     statement = update(File).where(*condition).values(**values)
     rows = connection.execute(statement.returning(File.id, File.owner_id, File.size)).all()
     return [(file_id, owner, size, was[file_id]) for file_id, owner, size in rows]
-
-
-def core(session: Session) -> Connection:
-    """The session's connection, for the Core statements of a change: the ORM's bulk-DML
-    layer that ``session.execute`` puts around a statement on a mapped table costs more than
-    the statement itself (bench/RESULTS.md). Pending objects are flushed first, as
-    ``session.execute``'s autoflush would; the statements here never touch objects the session
-    holds."""
-    session.flush()
-    return session.connection()
 
 
 #: The columns a new file's row is written with (the rest are NULL until the pipeline fills
