@@ -269,6 +269,39 @@ def test_abort_and_expiry_free_the_reservation_and_the_parts(token_api, clean_st
     assert _left_behind(clean_stack, left["upload_id"]) == []
 
 
+def test_an_upload_the_store_never_opened_reads_as_empty_and_aborts(token_api, clean_stack):
+    """The API records an upload, then opens it in the store: stopped in between (or asked in
+    between), the upload is open with nothing received, cannot complete, and aborts cleanly."""
+    alice = account(token_api, "alice")
+    data = _text(PART + 5, seed=7)
+    upload = _create(alice, data).json()
+    if _on_s3(clean_stack):  # as if the store had never been asked
+        with clean_stack.db.session() as session:
+            store_id = session.scalar(
+                select(DirectUpload.store_upload_id).where(DirectUpload.id == upload["upload_id"])
+            )
+        _bucket(clean_stack).abort_multipart_upload(
+            Bucket=clean_stack.settings.s3_bucket,
+            Key=f"uploads/{upload['upload_id']}",
+            UploadId=store_id,
+        )
+    with clean_stack.db.session() as session:
+        session.execute(
+            update(DirectUpload)
+            .where(DirectUpload.id == upload["upload_id"])
+            .values(store_upload_id=None)
+        )
+    state = alice.get(f"/api/v2/uploads/{upload['upload_id']}")
+    assert state.status_code == 200, state.text
+    assert state.json()["state"] == "open"
+    assert [p["received"] for p in state.json()["parts"]] == [False, False]
+    early = alice.post(f"/api/v2/uploads/{upload['upload_id']}/complete")
+    assert early.status_code == 400 and early.json()["details"]["missing"] == [1, 2]
+    assert alice.delete(f"/api/v2/uploads/{upload['upload_id']}").status_code == 204
+    assert _used(clean_stack.db, alice.id) == 0
+    assert _left_behind(clean_stack, upload["upload_id"]) == []
+
+
 def test_declarations_are_checked_before_anything_is_signed(token_api, clean_stack):
     alice = account(token_api, "alice")
     exe = alice.post("/api/v2/uploads", json={"filename": "a.exe", "size": 10})

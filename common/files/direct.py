@@ -188,8 +188,11 @@ def ledger(session: Session, upload_id: str) -> list[Part]:
 
 def current_ledger(pipeline: Pipeline, upload: DirectUpload) -> list[Part]:
     """The ledger, brought up to date with the store's ListParts first on S3 (parts go to the
-    store straight from the client; the service learns of them there)."""
-    if pipeline.storage.multipart and upload.state == UploadState.OPEN:
+    store straight from the client; the service learns of them there). An upload recorded but
+    not yet opened in the store (``do_create_upload`` between its two commits, or stopped
+    there) has nothing in the store to ask: its ledger is the answer."""
+    opened = upload.store_upload_id is not None
+    if pipeline.storage.multipart and upload.state == UploadState.OPEN and opened:
         synced = _synced(pipeline, upload)
         if synced is not None:
             return synced
