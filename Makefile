@@ -30,7 +30,7 @@ test: install
 	scripts/ensure-services
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk=2
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk=2 --durations=20
 
 # The unit tier: no service, no process of the product; under a minute, after each change.
 unit: install

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from urllib.parse import urlsplit
+from datetime import UTC, datetime
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -36,6 +37,12 @@ def fetch(url: str, port: int) -> requests.Response:
     parts = urlsplit(url)
     local = url.replace(f"{parts.scheme}://{parts.netloc}", f"http://127.0.0.1:{port}", 1)
     return requests.get(local, headers={"Host": parts.netloc}, timeout=10)
+
+
+def _signed_at(url: str) -> float:
+    """When a presigned URL was signed (its X-Amz-Date), as a Unix time."""
+    stamp = parse_qs(urlsplit(url).query)["X-Amz-Date"][0]
+    return datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
 
 
 def _code(reply: requests.Response) -> str:
@@ -66,8 +73,11 @@ def test_presigned_urls_serve_the_object_until_they_expire(store, style, tmp_pat
     unknown_key = url.replace("X-Amz-Credential=testing", "X-Amz-Credential=NOBODY")
     assert fetch(unknown_key, store).status_code == 403
 
-    expiring = signer.presign_get(key, 1)
+    # X-Amz-Date is signed to the second, so a URL's life counts from the second it was signed
+    # in: 3 s leave at least 2 for the first fetch, however slow the machine's minute.
+    expiring = signer.presign_get(key, 3)
     assert fetch(expiring, store).status_code == 200
-    time.sleep(2.1)
+    signed = _signed_at(expiring)
+    time.sleep(max(0.0, signed + 3.2 - time.time()))
     refused = fetch(expiring, store)
     assert refused.status_code == 403 and _code(refused) == "AccessDenied"
