@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from common.files import outbox
-from common.models import DirectUpload, OutboxKind
+from common.models import DirectUpload, File, OutboxKind
 from common.staging import direct_key
 from common.storage import StorageError
 from common.tasks import TASK_FOR_KIND
@@ -53,12 +53,22 @@ class Stage:
         """``direct_source``, asked in ``session`` (a transaction the caller has open)."""
         if not self.storage.multipart:
             return None
-        upload_id = session.scalar(
-            select(DirectUpload.id).where(
-                DirectUpload.file_id == file_id, DirectUpload.store_upload_id.is_not(None)
-            )
-        )
+        upload_id = session.scalar(select(DirectUpload.id).where(_came_by_direct_upload(file_id)))
         return direct_key(upload_id) if upload_id else None
+
+    def load_with_source(self, session: Session, file_id: int) -> tuple[File, str | None]:
+        """The file as it is now (reloaded into ``session``) and ``direct_source``'s answer,
+        in one SELECT (an outer join: a file has at most one direct upload)."""
+        if not self.storage.multipart:
+            return session.get(File, file_id, populate_existing=True), None
+        query = (
+            select(File, DirectUpload.id)
+            .outerjoin(DirectUpload, _came_by_direct_upload(file_id))
+            .where(File.id == file_id)
+            .execution_options(populate_existing=True)
+        )
+        file, upload_id = session.execute(query).one()
+        return file, direct_key(upload_id) if upload_id else None
 
     def drop_source(self, source: str | None) -> None:
         """Remove a direct upload's object once its file is settled (stored under its name,
@@ -73,3 +83,8 @@ class Stage:
     def _drop(self, file_id: int, kind: OutboxKind) -> None:
         with self.db.session() as session:
             outbox.done(session, file_id, kind)
+
+
+def _came_by_direct_upload(file_id: int):
+    """The direct upload whose joined object in the store became ``file_id``."""
+    return and_(DirectUpload.file_id == file_id, DirectUpload.store_upload_id.is_not(None))

@@ -104,16 +104,26 @@ class Ingest(Stage):
         else is loaded as it is."""
         with self.db.session() as session:
             lease = self.settings.claim_lease
-            file = _claiming(session, file_id, claim, free_for(None), lease)
-            if file is None:
+            claimed = self._claiming(session, file_id, claim, free_for(None), lease)
+            if claimed is None:
                 file = session.get(File, file_id)
                 if file is not None and _holder_is_dead(file):
                     held = File.claim == file.claim
-                    file = _claiming(session, file_id, claim, held, lease) or file
-            if file is None:
-                return None
-            source = self.source_in(session, file_id) if file.claim == claim else None
-        return file, source
+                    claimed = self._claiming(session, file_id, claim, held, lease)
+                if claimed is None:
+                    return (file, None) if file is not None else None
+        return claimed
+
+    def _claiming(
+        self, session: Session, file_id: int, claim: str, condition: ColumnElement[bool], lease: int
+    ) -> tuple[File, str | None] | None:
+        """Claim a file under ``condition`` and load it as claimed, with its direct upload's
+        object in the store when it came so (one SELECT for both); None when it was not
+        free."""
+        values = {"attempts": File.attempts + 1, "claim": claim, "lease_until": db_now(lease)}
+        if not transition(session, file_id, FileStatus.PROCESSING, condition, **values):
+            return None
+        return self.load_with_source(session, file_id)
 
     @contextmanager
     def _renewing(self, file_id: int, claim: str) -> Iterator[None]:
@@ -360,16 +370,6 @@ def _holder_is_dead(file: File) -> bool:
     except OSError:  # exists, owned by someone else
         return False
     return False
-
-
-def _claiming(
-    session: Session, file_id: int, claim: str, condition: ColumnElement[bool], lease: int
-) -> File | None:
-    """Claim a file under ``condition`` and load it as claimed; None when it was not free."""
-    values = {"attempts": File.attempts + 1, "claim": claim, "lease_until": db_now(lease)}
-    if not transition(session, file_id, FileStatus.PROCESSING, condition, **values):
-        return None
-    return session.get(File, file_id, populate_existing=True)
 
 
 def _digests(path: Path) -> tuple[str, str]:
