@@ -451,7 +451,9 @@ def p3_push_throughput(bench: Bench) -> list[Target]:
     warm = 0 if bench.quick else 16
     data = b"%PDF-1.4\n" + os.urandom(MIB - 9)
     body = multipart.file_body("push.pdf", data)
-    figures: dict[str, list[float]] = {"product": [], "same work": [], "bare puts": []}
+    figures: dict[str, list[float]] = {
+        "product": [], "same work": [], "same work, v2.1": [], "bare puts": []
+    }  # fmt: skip
     client = boto3.client(
         "s3",
         endpoint_url=bench.moto.url,
@@ -486,18 +488,20 @@ def p3_push_throughput(bench: Bench) -> list[Target]:
         finally:
             worker.stop()
 
-        staged()
-        broker.delete("uploads")  # the product's messages: the baseline pulls its own list
-        env = os.environ | settings_env(bench.settings)
-        code = "from bench.baselines import push_loop; push_loop('p3-ids')"
-        root = Path(__file__).parent.parent
-        loops = [
-            subprocess.Popen([sys.executable, "-c", code], env=env, cwd=root) for _ in range(8)
-        ]
-        assert eventually(lambda: int(broker.get("p3-ids:ready") or 0) == 8, timeout=60)
-        broker.rpush("p3-ids", *range(1, warm + count + 1))
-        figures["same work"].append(timed())
-        assert all(loop.wait(30) == 0 for loop in loops)
+        for loop, recorded in (("same work", False), ("same work, v2.1", True)):
+            staged()
+            broker.delete("uploads")  # the product's messages: the baseline pulls its own list
+            env = os.environ | settings_env(bench.settings)
+            code = "from bench.baselines import push_loop; "
+            code += f"push_loop('p3-ids', recorded={recorded})"
+            root = Path(__file__).parent.parent
+            loops = [
+                subprocess.Popen([sys.executable, "-c", code], env=env, cwd=root) for _ in range(8)
+            ]
+            assert eventually(lambda: int(broker.get("p3-ids:ready") or 0) == 8, timeout=60)
+            broker.rpush("p3-ids", *range(1, warm + count + 1))
+            figures[loop].append(timed())
+            assert all(process.wait(30) == 0 for process in loops)
 
         def put(i):
             client.put_object(Bucket="bench", Key=f"baseline/{uuid.uuid4().hex}", Body=data)
@@ -510,10 +514,13 @@ def p3_push_throughput(bench: Bench) -> list[Target]:
     spread = {name: f"{min(v):.0f}-{max(v):.0f}" for name, v in figures.items()}
     print(f"# P3 rounds (obj/s, min-max): {spread}", flush=True)
     ratio = median["product"] / median["same work"]
+    recorded = median["product"] / median["same work, v2.1"]
     limit = median["product"] / median["bare puts"]
     return [
         Target("P3", "worker push, 1 MiB, 8 at once vs same work", median["product"],
                median["same work"], "obj/s", ratio, ">= 0.7", ratio >= 0.7),
+        Target("P3", "the same vs the loop with v2.1's records", median["product"],
+               median["same work, v2.1"], "obj/s", recorded, "reported", True),
         Target("P3", "worker push vs bare put_object loop (limit)", median["product"],
                median["bare puts"], "obj/s", limit, "reported", True),
     ]  # fmt: skip

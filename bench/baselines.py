@@ -202,7 +202,7 @@ def sync_app(environ, start_response):
 _SYNC: Flask | None = None
 
 
-def push_loop(queue_key: str) -> None:
+def push_loop(queue_key: str, *, recorded: bool = False) -> None:
     """P3's baseline, one of 8 processes: for each file id it pulls from the Redis list
     ``queue_key``, everything the contract makes a worker do to push a staged file, and nothing
     more:
@@ -216,6 +216,13 @@ def push_loop(queue_key: str) -> None:
     then remove the staged file. Configured by the product's environment variables; it says it
     is ready (``<queue_key>:ready``) before it takes the first id, and stops once the list has
     been empty for a second.
+
+    ``recorded``: also what the contract has added on this path since (live status, and the
+    outbox that makes the next step survive a crash): the file first becomes ``processing``
+    with its ``file.processing`` event in a transaction of its own, committed before the work;
+    the sha256 is compared with the one recorded at upload; the ``stored`` UPDATE commits with
+    its ``file.stored`` event and the outbox entry handed over to the next step; each commit
+    rings the live events' doorbell (one PUBLISH).
     """
     import magic
 
@@ -236,16 +243,32 @@ def push_loop(queue_key: str) -> None:
     broker.incr(f"{queue_key}:ready")
     while (item := broker.blpop(queue_key, timeout=1)) is not None:
         file_id = int(item[1])
-        name, original, content_type, size, uploaded_at = db.execute(
-            "SELECT name, original_name, content_type, size, uploaded_at FROM files WHERE id = %s",
-            (file_id,),
-        ).fetchone()
+        if recorded:
+            with db.transaction():
+                row = db.execute(
+                    "UPDATE files SET status = 'processing', claim = %s, attempts = attempts + 1,"
+                    " lease_until = now() + interval '60 seconds', updated_at = now()"
+                    " WHERE id = %s AND status IN ('pending', 'processing')"
+                    " RETURNING name, original_name, content_type, size, uploaded_at, sha256",
+                    (f"loop:{os.getpid()}", file_id),
+                ).fetchone()
+                _event(db, file_id, "file.processing")
+            broker.publish("file-events", b"")
+            name, original, content_type, size, uploaded_at, recorded_sha256 = row
+        else:
+            name, original, content_type, size, uploaded_at = db.execute(
+                "SELECT name, original_name, content_type, size, uploaded_at FROM files"
+                " WHERE id = %s",
+                (file_id,),
+            ).fetchone()
         path = os.path.join(staging, name)
         with open(path, "rb") as staged:
             data = staged.read()
         if magic.from_buffer(data[:4096], mime=True) != content_type:
             raise RuntimeError(f"{name} is not {content_type}")
         sha256, md5 = hashlib.sha256(data).hexdigest(), hashlib.md5(data)
+        if recorded and sha256 != recorded_sha256:
+            raise RuntimeError(f"{name} is damaged")
         reply = store.put_object(
             Bucket=bucket,
             Key=name,
@@ -267,6 +290,23 @@ def push_loop(queue_key: str) -> None:
                 " updated_at = now() WHERE id = %s",
                 (md5.hexdigest(), reply["ETag"].strip('"'), file_id),
             )
+            if recorded:
+                _event(db, file_id, "file.stored")
+                db.execute(
+                    "UPDATE outbox SET kind = 'metadata', created_at = now(),"
+                    " published_at = NULL, publish_count = 0"
+                    " WHERE file_id = %s AND kind = 'ingest'",
+                    (file_id,),
+                )
+        if recorded:
+            broker.publish("file-events", b"")
         broker.lpush("metadata", _task("worker.tasks.extract_metadata", "metadata", file_id))
         os.remove(path)
     db.close()
+
+
+def _event(db: psycopg.Connection, file_id: int, kind: str) -> None:
+    db.execute(
+        "INSERT INTO file_events (file_id, owner_id, type, at) VALUES (%s, NULL, %s, now())",
+        (file_id, kind),
+    )
