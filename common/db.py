@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,15 +33,48 @@ def make_engine(database_url: str, *, timeout: float | None = None) -> Engine:
         connect_args = postgresql_connect_args(timeout, dict(url.query))
     engine = create_engine(
         url,
-        pool_pre_ping=True,
+        pool_pre_ping=not postgresql,  # PostgreSQL's connections: ``_closed_by_server``
         pool_size=5,
         max_overflow=10,
         pool_timeout=3,
         connect_args=connect_args,
     )
+    if postgresql:
+        event.listen(engine, "checkout", _closed_by_server)
     if postgresql and timeout:
         event.listen(engine, "do_connect", _bounded_connect(timeout))
     return engine
+
+
+def _closed_by_server(dbapi_connection, _record, _proxy) -> None:
+    """A pooled PostgreSQL connection the server has closed is discarded at checkout, without
+    the round trip of a pre-ping (``SELECT 1`` on every checkout: a third of a millisecond of
+    CPU and a wait for the server, on every request and twice a file in a worker).
+
+    An idle connection has nothing to read; when its socket is readable, the server has
+    closed it (a restart, an administrator's ``pg_terminate_backend``, an idle timeout: each
+    sends its reason, then closes) or sent a notice. libpq reads what is there: a closed
+    connection reports an error or a bad status, and SQLAlchemy retries the checkout with a
+    new one (``DisconnectionError``). A server that went silent sends nothing: it is found by
+    the bound on every wait (``_bounded_connection_class``) and the TCP keepalives, as before.
+    """
+    import psycopg
+    from psycopg.pq import ConnStatus
+    from sqlalchemy.exc import DisconnectionError
+
+    pgconn = dbapi_connection.pgconn
+    for _ in range(8):  # the server's last message, then the end of the stream: two reads
+        if pgconn.status != ConnStatus.OK:
+            raise DisconnectionError("the server closed the connection")
+        poller = select.poll()  # not select(): a process may hold over 1024 descriptors
+        poller.register(pgconn.socket, select.POLLIN)
+        if not poller.poll(0):
+            return
+        try:
+            pgconn.consume_input()
+        except psycopg.OperationalError as exc:
+            raise DisconnectionError(str(exc)) from exc
+    raise DisconnectionError("the server keeps sending to an idle connection")
 
 
 def postgresql_connect_args(timeout: float | None, given: dict | None = None) -> dict:

@@ -48,6 +48,24 @@ def test_a_write_session_after_reads_is_still_one_transaction(pg):
         assert session.scalar(select(User).where(User.username == "rolled-back")) is None
 
 
+def test_connections_the_server_closed_are_replaced_unseen(pg, pg_database_url):
+    """The server ends pooled connections (a restart, an administrator, an idle timeout: each
+    says why, then closes): the next sessions get new ones and never see an error."""
+    import psycopg
+
+    held = []
+    with pg.session() as first, pg.reading() as second:  # two connections in the pool
+        for session in (first, second):
+            held.append(session.scalar(text("SELECT pg_backend_pid()")))
+    with psycopg.connect(pg_database_url.replace("+psycopg", ""), autocommit=True) as admin:
+        for pid in held:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    time.sleep(0.2)  # the server's goodbye reaches the sockets
+    with pg.session() as first, pg.reading() as second:
+        now = [session.scalar(text("SELECT pg_backend_pid()")) for session in (first, second)]
+    assert not set(now) & set(held)
+
+
 def test_sqlite_reads_see_committed_writes(tmp_path):
     db = Database(f"sqlite:///{tmp_path / 'x.db'}")
     try:
