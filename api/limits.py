@@ -9,13 +9,20 @@ flask-limiter has no token bucket; docs/API.md's "10 requests/second with bursts
 If Redis stops answering, requests keep being served: limits fall back to per-process memory
 (the default limits, for every route), flask-limiter logs the switch once, and Redis is probed
 again with a back-off until it answers. Its sockets time out in 0.25 s, so no request waits long.
+
+A refusal (429) carries ``X-RateLimit-Limit``, ``-Remaining`` and ``-Reset`` and ``Retry-After``
+(docs/API.md); other replies carry none: the window's state is one more Redis round trip after
+the limits' own, which every request would pay (bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import logging
+import time
 
-from flask import Flask, g, request
+from flask import Flask, Response, g, request
 from flask_limiter import Limiter
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -46,7 +53,7 @@ def init_limits(app: Flask, settings: Settings) -> Limiter:
         in_memory_fallback=[settings.ratelimit_default],
         storage_uri=settings.redis_url,
         storage_options=REDIS_TIMEOUTS,
-        headers_enabled=True,
+        headers_enabled=False,  # on refusals only: _refusal_headers
         swallow_errors=True,
         key_prefix="ratelimit",
         enabled=settings.ratelimit_enabled,
@@ -72,7 +79,26 @@ def init_limits(app: Flask, settings: Settings) -> Limiter:
         settings.ratelimit_login, key_func=login_name_key, exempt_when=known_client
     )(login)
     app.view_functions["v2_auth.log_in"] = limiter.limit(settings.ratelimit_login)(login)
+    app.after_request(functools.partial(_refusal_headers, limiter))
     return limiter
+
+
+def _refusal_headers(limiter: Limiter, response: Response) -> Response:
+    """The limit that refused a request, nothing left of it, when its window frees a request,
+    and how many seconds until then."""
+    limit = limiter.current_limit if response.status_code == 429 else None
+    if limit is None:
+        return response
+    try:
+        reset_at, remaining = limit.reset_at, limit.remaining
+    except Exception as exc:  # Redis went away since the refusal: the 429 goes out without them
+        logging.getLogger(__name__).warning("rate limit headers not read: %s", exc)
+        return response
+    response.headers["X-RateLimit-Limit"] = str(limit.limit.amount)
+    response.headers["X-RateLimit-Remaining"] = str(remaining)
+    response.headers["X-RateLimit-Reset"] = str(reset_at)
+    response.headers["Retry-After"] = str(max(0, reset_at - int(time.time())))
+    return response
 
 
 def login_name_key() -> str:
