@@ -6,7 +6,7 @@
   listings, download replies (their URLs are credentials for a while).
 - The docs UI may not be framed, and runs only its own scripts (its page has one inline
   script, its configuration).
-- ``Retry-After`` only on a refusal: the limiter adds it to every reply of a limited route.
+- ``Retry-After`` only on a refusal (429, 503): set where the refusal is made.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ DOCS_POLICY = (
 
 
 def init_headers(app: Flask) -> None:
-    """Register before the rate limiter: after-request functions run in reverse order, so
-    this one sees the limiter's headers."""
     app.after_request(_secure)
 
 
@@ -44,6 +42,4 @@ def _secure(response: Response) -> Response:
     if request.blueprint == "swagger_ui":
         headers["X-Frame-Options"] = "DENY"
         headers["Content-Security-Policy"] = DOCS_POLICY
-    if response.status_code not in (429, 503):
-        headers.pop("Retry-After", None)
     return response

@@ -466,6 +466,7 @@ def p3_push_throughput(bench: Bench) -> list[Target]:
     )
 
     broker = redis.Redis.from_url(bench.redis.url)
+    env, root = os.environ | settings_env(bench.settings), Path(__file__).parent.parent
 
     def staged() -> None:
         bench.reset()
@@ -491,10 +492,7 @@ def p3_push_throughput(bench: Bench) -> list[Target]:
         for loop, recorded in (("same work", False), ("same work, v2.1", True)):
             staged()
             broker.delete("uploads")  # the product's messages: the baseline pulls its own list
-            env = os.environ | settings_env(bench.settings)
-            code = "from bench.baselines import push_loop; "
-            code += f"push_loop('p3-ids', recorded={recorded})"
-            root = Path(__file__).parent.parent
+            code = f"from bench.baselines import push_loop; push_loop('p3-ids', {recorded=})"
             loops = [
                 subprocess.Popen([sys.executable, "-c", code], env=env, cwd=root) for _ in range(8)
             ]

@@ -40,16 +40,17 @@ def make_engine(database_url: str, *, timeout: float | None = None) -> Engine:
         connect_args=connect_args,
     )
     if postgresql:
-        event.listen(engine, "checkout", _closed_by_server)
+        event.listen(engine, "checkout", _closed_by_server())
     if postgresql and timeout:
         event.listen(engine, "do_connect", _bounded_connect(timeout))
     return engine
 
 
-def _closed_by_server(dbapi_connection, _record, _proxy) -> None:
-    """A pooled PostgreSQL connection the server has closed is discarded at checkout, without
-    the round trip of a pre-ping (``SELECT 1`` on every checkout: a third of a millisecond of
-    CPU and a wait for the server, on every request and twice a file in a worker).
+def _closed_by_server():
+    """The pool's checkout hook: a pooled PostgreSQL connection the server has closed is
+    discarded, without the round trip of a pre-ping (``SELECT 1`` on every checkout: a third of
+    a millisecond of CPU and a wait for the server, on every request and twice a file in a
+    worker).
 
     An idle connection has nothing to read; when its socket is readable, the server has
     closed it (a restart, an administrator's ``pg_terminate_backend``, an idle timeout: each
@@ -58,23 +59,26 @@ def _closed_by_server(dbapi_connection, _record, _proxy) -> None:
     new one (``DisconnectionError``). A server that went silent sends nothing: it is found by
     the bound on every wait (``_bounded_connection_class``) and the TCP keepalives, as before.
     """
-    import psycopg
+    import psycopg  # here: SQLite-only processes never import psycopg
     from psycopg.pq import ConnStatus
     from sqlalchemy.exc import DisconnectionError
 
-    pgconn = dbapi_connection.pgconn
-    for _ in range(8):  # the server's last message, then the end of the stream: two reads
-        if pgconn.status != ConnStatus.OK:
-            raise DisconnectionError("the server closed the connection")
-        poller = select.poll()  # not select(): a process may hold over 1024 descriptors
-        poller.register(pgconn.socket, select.POLLIN)
-        if not poller.poll(0):
-            return
-        try:
-            pgconn.consume_input()
-        except psycopg.OperationalError as exc:
-            raise DisconnectionError(str(exc)) from exc
-    raise DisconnectionError("the server keeps sending to an idle connection")
+    def check(dbapi_connection, _record, _proxy) -> None:
+        pgconn = dbapi_connection.pgconn
+        for _ in range(8):  # the server's last message, then the end of the stream: two reads
+            if pgconn.status != ConnStatus.OK:
+                raise DisconnectionError("the server closed the connection")
+            poller = select.poll()  # not select(): a process may hold over 1024 descriptors
+            poller.register(pgconn.socket, select.POLLIN)
+            if not poller.poll(0):
+                return
+            try:
+                pgconn.consume_input()
+            except psycopg.OperationalError as exc:
+                raise DisconnectionError(str(exc)) from exc
+        raise DisconnectionError("the server keeps sending to an idle connection")
+
+    return check
 
 
 def postgresql_connect_args(timeout: float | None, given: dict | None = None) -> dict:

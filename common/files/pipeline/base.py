@@ -47,13 +47,8 @@ class Stage:
         if not self.storage.multipart:
             return None
         with self.db.reading() as session:
-            return self.source_in(session, file_id)
-
-    def source_in(self, session: Session, file_id: int) -> str | None:
-        """``direct_source``, asked in ``session`` (a transaction the caller has open)."""
-        if not self.storage.multipart:
-            return None
-        upload_id = session.scalar(select(DirectUpload.id).where(_came_by_direct_upload(file_id)))
+            query = select(DirectUpload.id).where(_came_by_direct_upload(file_id))
+            upload_id = session.scalar(query)
         return direct_key(upload_id) if upload_id else None
 
     def load_with_source(self, session: Session, file_id: int) -> tuple[File, str | None]:
