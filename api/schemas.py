@@ -9,6 +9,7 @@ below so they come out in the service's one error shape.
 
 from __future__ import annotations
 
+import copy
 from typing import Annotated, Any, Literal
 
 from flask import current_app
@@ -229,8 +230,30 @@ class _Plugin(FlaskPlugin):
         return super().validate_response(resp, resp_model, skip, force_resp_serialize)
 
 
+class _SpecTree(SpecTree):
+    """spectree's SpecTree, each model's JSON schema generated once. spectree generates it at
+    every decoration that names the model: 292 generations for the 38 routes, most of them the
+    same few error replies, were a third of an API process's start (0.6 of 1.7 s of CPU). A
+    model named again gets a copy of its first schema (spectree edits the ones it holds while
+    it writes the document), so the document is the same."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._schemas: dict[tuple[type, str], tuple[str, dict]] = {}
+
+    def _add_model(self, model, mode="validation") -> str:
+        known = self._schemas.get((model, mode))
+        if known is None:
+            key = super()._add_model(model, mode)
+            self._schemas[model, mode] = (key, copy.deepcopy(self.models[key]))
+            return key
+        key, schema = known
+        self.models[key] = copy.deepcopy(schema)
+        return key
+
+
 def _spec(title: str, version: str, path: str) -> SpecTree:
-    return SpecTree(
+    return _SpecTree(
         "flask",
         backend=_Plugin,
         title=title,
