@@ -53,6 +53,16 @@ def s3_endpoint(tmp_path_factory) -> Iterator[str]:
     server.stop()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 @pytest.fixture(scope="session")
 def redis_db() -> Iterator[int]:
     """A Redis database index of this test session's own, flushed before and after.
@@ -61,8 +71,18 @@ def redis_db() -> Iterator[int]:
     one machine never share workers' queues; the odd index above it is the quiet database.
     """
     claims = redis.Redis.from_url(f"{REDIS_SERVER}/0")
+    # A claim whose process is gone (a run killed before its teardown) is taken over.
+    take_over = claims.register_script(
+        "if redis.call('get', KEYS[1]) == ARGV[1] then"
+        " return redis.call('set', KEYS[1], ARGV[2], 'EX', 3600) end"
+    )
     for index in range(2, 15, 2):
-        if claims.set(f"pipeline-tests:db:{index}", os.getpid(), nx=True, ex=3600):
+        key = f"pipeline-tests:db:{index}"
+        if claims.set(key, os.getpid(), nx=True, ex=3600):
+            break
+        holder = claims.get(key)
+        gone = holder is not None and not _alive(int(holder))
+        if gone and take_over(keys=[key], args=[holder, os.getpid()]):
             break
     else:
         raise RuntimeError("every Redis test database is claimed by another session")
