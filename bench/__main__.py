@@ -283,12 +283,12 @@ def post_many(url, body, total, concurrency, headers=None):
     return asyncio.run(_post_many(url, body, total, concurrency, headers))
 
 
-def warm_up(*apis, requests: int = 32) -> None:
+def warm_up(bench: Bench, *apis) -> None:
     """Unmeasured uploads to each server first, so that no figure includes a process's first
     requests (connections being opened, code paths run for the first time)."""
     body = multipart.file_body("warm.pdf", b"%PDF-1.4\n" + os.urandom(10 * KIB))
     for api in apis:
-        post_many(f"{api.url}/files/upload", body, requests, 8)
+        post_many(f"{api.url}/files/upload", body, 8 if bench.quick else 32, 8)
 
 
 def p99(values: list[float]) -> float:
@@ -352,7 +352,7 @@ def p1_acceptance(bench: Bench) -> list[Target]:
             proxies.append(start_nginx(directory, port, servers[name].url.removeprefix("http://")))
             urls[f"{name} via proxy"] = f"http://127.0.0.1:{port}/files/upload"
         figures: dict[str, list[float]] = {name: [] for name in (*urls, "product v2 JWT")}
-        warm_up(*servers.values())
+        warm_up(bench, *servers.values())
         for _ in range(bench.rounds()):
             for name, url in urls.items():
                 bench.reset()
@@ -398,7 +398,7 @@ def p2_latency_slow_store(bench: Bench) -> list[Target]:
     slow = replace(bench.settings, s3_endpoint_url=proxy.url)
     fast = replace(bench.settings, redis_url=bench.redis.url.rsplit("/", 1)[0] + "/1")
     body = multipart.file_body("report.pdf", b"%PDF-1.4\n" + os.urandom(100 * KIB))
-    total = 16 if bench.quick else 400
+    total = 8 if bench.quick else 400
     bench.reset()
     servers = {
         "product": bench.api("p2-api", slow),
@@ -411,7 +411,7 @@ def p2_latency_slow_store(bench: Bench) -> list[Target]:
     ]
     figures: dict[str, list[float]] = {name: [] for name in servers}
     try:
-        warm_up(*servers.values())
+        warm_up(bench, *servers.values())
         for _ in range(bench.rounds()):
             for name, server in servers.items():
                 # A reset before every round of each: no product's workers drain a backlog
@@ -447,8 +447,9 @@ def p3_push_throughput(bench: Bench) -> list[Target]:
     pushed unmeasured (a fresh pool process spends ~0.1-0.15 s of CPU on its first task, the
     baseline's processes on their first put; eight of them are over 10 ms a file of 96), and
     the clock runs from the moment they are stored to the last file."""
-    count = 8 if bench.quick else 96
+    count = 4 if bench.quick else 96
     warm = 0 if bench.quick else 16
+    at_once = 2 if bench.quick else 8
     data = b"%PDF-1.4\n" + os.urandom(MIB - 9)
     body = multipart.file_body("push.pdf", data)
     figures: dict[str, list[float]] = {
@@ -483,7 +484,7 @@ def p3_push_throughput(bench: Bench) -> list[Target]:
 
     for _ in range(bench.rounds()):
         staged()
-        worker = bench.worker("p3-worker", "uploads", 8)
+        worker = bench.worker("p3-worker", "uploads", at_once)
         try:
             figures["product"].append(timed())
         finally:
@@ -494,9 +495,10 @@ def p3_push_throughput(bench: Bench) -> list[Target]:
             broker.delete("uploads")  # the product's messages: the baseline pulls its own list
             code = f"from bench.baselines import push_loop; push_loop('p3-ids', {recorded=})"
             loops = [
-                subprocess.Popen([sys.executable, "-c", code], env=env, cwd=root) for _ in range(8)
+                subprocess.Popen([sys.executable, "-c", code], env=env, cwd=root)
+                for _ in range(at_once)
             ]
-            assert eventually(lambda: int(broker.get("p3-ids:ready") or 0) == 8, timeout=60)
+            assert eventually(lambda: int(broker.get("p3-ids:ready") or 0) == at_once, timeout=60)
             broker.rpush("p3-ids", *range(1, warm + count + 1))
             figures[loop].append(timed())
             assert all(process.wait(30) == 0 for process in loops)
@@ -505,7 +507,7 @@ def p3_push_throughput(bench: Bench) -> list[Target]:
             client.put_object(Bucket="bench", Key=f"baseline/{uuid.uuid4().hex}", Body=data)
 
         started = time.perf_counter()
-        with ThreadPoolExecutor(8) as pool:
+        with ThreadPoolExecutor(at_once) as pool:
             list(pool.map(put, range(count)))
         figures["bare puts"].append(count / (time.perf_counter() - started))
     median = {name: statistics.median(values) for name, values in figures.items()}
@@ -515,7 +517,7 @@ def p3_push_throughput(bench: Bench) -> list[Target]:
     recorded = median["product"] / median["same work, v2.1"]
     limit = median["product"] / median["bare puts"]
     return [
-        Target("P3", "worker push, 1 MiB, 8 at once vs same work", median["product"],
+        Target("P3", f"worker push, 1 MiB, {at_once} at once vs same work", median["product"],
                median["same work"], "obj/s", ratio, ">= 0.7", ratio >= 0.7),
         Target("P3", "the same vs the loop with v2.1's records", median["product"],
                median["same work, v2.1"], "obj/s", recorded, "reported", True),
@@ -532,8 +534,8 @@ def p4_listing(bench: Bench) -> list[Target]:
     the same page again and again, its URLs from the cache. Judged: the cold p99's growth from
     1,000 files (the absolute figure depends on the machine's minute and is reported)."""
     api = bench.api("p4-api")
-    requests_per_size = 30 if bench.quick else 300
-    sizes = (1_000, 10_000) if bench.quick else (1_000, 10_000, 100_000)
+    requests_per_size = 10 if bench.quick else 300
+    sizes = (1_000, 2_000) if bench.quick else (1_000, 10_000, 100_000)
     cold: dict[int, float] = {}
     warm: dict[int, float] = {}
     url = f"{api.url}/files?limit=100"
@@ -675,7 +677,7 @@ def p6_end_to_end(bench: Bench) -> list[Target]:
     parts: dict[str, list[float]] = collections.defaultdict(list)
     noticed: list[float] = []  # request -> the client saw it stored
     try:
-        for _ in range(5 if bench.quick else 40):
+        for _ in range(3 if bench.quick else 40):
             started = time.time()
             reply = session.post(
                 f"{api.url}/files/upload",
@@ -775,8 +777,8 @@ def a1_auth_cost(bench: Bench) -> list[Target]:
     # The same API with v1 closed: v1's own handlers with a token measure authentication alone.
     closed = bench.api("a1-closed", replace(bench.settings, v1_access="token"))
     body = multipart.file_body("small.pdf", b"%PDF-1.4\n" + os.urandom(64 * KIB - 9))
-    total = 24 if bench.quick else 240
-    gets = 30 if bench.quick else 300
+    total = 8 if bench.quick else 240
+    gets = 10 if bench.quick else 300
     try:
         bench.reset()
         account = {"username": "bench", "email": "bench@example.com", "password": "bench pass"}

@@ -133,7 +133,7 @@ def f1_listing(bench) -> list:
 
     api = bench.api("f1-api")
     sizes = (6_000, 10_000) if bench.quick else (10_000, 100_000, 1_000_000)
-    total = 30 if bench.quick else 300
+    total = 10 if bench.quick else 300
     figures: dict[tuple[str, int], tuple[float, float]] = {}
     explains: list[str] = []
     try:
@@ -184,7 +184,7 @@ def f1_listing(bench) -> list:
 def f2_bulk_delete(bench) -> list:
     from bench.__main__ import Target, post_many
 
-    count = 100 if bench.quick else 1000
+    count = 20 if bench.quick else 1000
     api = bench.api("f2-api")
     worker = bench.worker("f2-worker", "uploads,metadata", 4)
     try:

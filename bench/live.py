@@ -49,7 +49,7 @@ def p7_live_latency(bench):
     live = start_realtime(bench.settings, bench.tmp / "p7-realtime.log")
     rung, silent = Database(bench.database_url), Database(bench.database_url)
     rung.ring_with(Doorbell(bench.settings.redis_url))
-    samples = 20 if bench.quick else 200
+    samples = 6 if bench.quick else 200
     try:
         user_id, auth = _account(api.url, "p7")
         _insert_stored_rows(bench, 0, 1, owner_id=user_id)
@@ -108,8 +108,8 @@ def p8_idle_connections(bench):
 
     api = bench.api("p8-api")
     live = start_realtime(bench.settings, bench.tmp / "p8-realtime.log")
-    connections = 200 if bench.quick else 2000
-    total = 48 if bench.quick else 400
+    connections = 50 if bench.quick else 2000
+    total = 16 if bench.quick else 400
     body = multipart.file_body("small.pdf", b"%PDF-1.4\n" + b"x" * (100 * KIB - 9))
     with_them: list[float] = []
     without: list[float] = []
