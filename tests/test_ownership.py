@@ -11,7 +11,7 @@ import requests
 from sqlalchemy import func, select, update
 
 from common.models import File
-from tests.accounts import account, make_admin, start_api, token_settings
+from tests.accounts import account, make_admin
 from tests.conftest import eventually, wait_for_status
 
 MISSING = "20260101_000000_0123456789abcdef.txt"  # a well-formed name nobody uploaded
@@ -165,25 +165,18 @@ def test_every_route_refuses_a_request_without_credentials(token_api, clean_stac
     assert sorted(staging.rglob("*")) == staged_before
 
 
-def test_open_v1_sees_only_ownerless_files(clean_stack, tmp_path):
-    closed = start_api(token_settings(clean_stack.settings), tmp_path)
-    try:
-        alice = account(closed.url, "alice")
-        owned = alice.upload()
-    finally:
-        closed.stop()
-    opened = start_api(clean_stack.settings, tmp_path)  # V1_ACCESS=open (the local stack)
-    try:
-        reply = requests.post(opened.url + "/api/v1/files/upload", files={"file": ("o.txt", b"x")})
-        ownerless = reply.json()["filename"]
-        assert reply.headers["Location"].endswith(f"/api/v1/files/{ownerless}/info")
-        names = [f["name"] for f in requests.get(opened.url + "/files").json()["files"]]
-        assert names == [ownerless]
-        assert requests.get(f"{opened.url}/files/{owned}/info").status_code == 404
-        assert requests.delete(f"{opened.url}/files/{owned}").status_code == 404
-        # v2 needs credentials whatever V1_ACCESS says; alice's token still works there.
-        assert requests.get(opened.url + "/api/v2/files").status_code == 401
-        alice.url = opened.url
-        assert [f["name"] for f in alice.get("/api/v2/files").json()["items"]] == [owned]
-    finally:
-        opened.stop()
+def test_open_v1_sees_only_ownerless_files(token_api, stack_api):
+    alice = account(token_api, "alice")
+    owned = alice.upload()
+    opened = stack_api  # V1_ACCESS=open (the local stack), over the same database
+    reply = requests.post(opened + "/api/v1/files/upload", files={"file": ("o.txt", b"x")})
+    ownerless = reply.json()["filename"]
+    assert reply.headers["Location"].endswith(f"/api/v1/files/{ownerless}/info")
+    names = [f["name"] for f in requests.get(opened + "/files").json()["files"]]
+    assert names == [ownerless]
+    assert requests.get(f"{opened}/files/{owned}/info").status_code == 404
+    assert requests.delete(f"{opened}/files/{owned}").status_code == 404
+    # v2 needs credentials whatever V1_ACCESS says; alice's token still works there.
+    assert requests.get(opened + "/api/v2/files").status_code == 401
+    alice.url = opened
+    assert [f["name"] for f in alice.get("/api/v2/files").json()["items"]] == [owned]

@@ -406,13 +406,9 @@ def test_login_is_rate_limited_per_address_and_per_username(clean_stack, tmp_pat
         redis_server.stop()
 
 
-def test_closed_registration_is_for_admins(clean_stack, tmp_path):
-    open_api = start_api(token_settings(clean_stack.settings), tmp_path)
-    try:
-        alice = account(open_api.url, "alice")
-        root = make_admin(clean_stack.db, account(open_api.url, "root"))
-    finally:
-        open_api.stop()
+def test_closed_registration_is_for_admins(clean_stack, token_api, tmp_path):
+    alice = account(token_api, "alice")
+    root = make_admin(clean_stack.db, account(token_api, "root"))
     closed = start_api(token_settings(clean_stack.settings, registration="closed"), tmp_path)
     try:
         alice.url = root.url = closed.url
@@ -434,16 +430,12 @@ def test_closed_registration_is_for_admins(clean_stack, tmp_path):
 
 
 def test_registration_refuses_taken_names_before_hashing_and_bounds_password_work(
-    clean_stack, tmp_path
+    clean_stack, token_api, tmp_path
 ):
     """With no slot for password work (ARGON2_CONCURRENCY=0), a registration of a taken name
     still answers 409 (it is refused before any hashing); a new one, and a log-in, 503 BUSY
     with Retry-After at once."""
-    opened = start_api(token_settings(clean_stack.settings), tmp_path)
-    try:
-        assert register(opened.url, "alice").status_code == 201
-    finally:
-        opened.stop()
+    assert register(token_api, "alice").status_code == 201
     busy = start_api(token_settings(clean_stack.settings), tmp_path, ARGON2_CONCURRENCY="0")
     try:
         taken = register(busy.url, "ALICE")
