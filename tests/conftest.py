@@ -232,10 +232,10 @@ def live_server(app) -> Iterator[str]:
 
 
 @pytest.fixture
-def gunicorn_api(clean_stack: Stack, tmp_path) -> Iterator[str]:
-    server = start_gunicorn(clean_stack.settings, tmp_path / "gunicorn.log")
-    yield server.url
-    server.stop()
+def gunicorn_api(clean_stack: Stack, stack_api: str) -> str:
+    """The session's gunicorn over the stack (production's server, for what only it does: HTTP
+    framing, streamed bodies), its tables emptied."""
+    return stack_api
 
 
 @pytest.fixture(scope="session")
