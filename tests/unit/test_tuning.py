@@ -150,6 +150,51 @@ def test_flask_still_has_the_private_method_the_orjson_replies_use():
     assert callable(getattr(DefaultJSONProvider, "_prepare_response_obj", None))
 
 
+def test_the_documents_schema_cache_writes_what_spectree_writes(monkeypatch):
+    """api.schemas generates each model's JSON schema once, through spectree's private
+    ``_add_model``: with models named again, in both modes, its document is spectree's own."""
+    from pydantic import BaseModel
+    from spectree import Response, SpecTree
+
+    from api.schemas import _spec, _SpecTree
+
+    class Inner(BaseModel):
+        n: int = 1
+
+    class Body(BaseModel):
+        name: str
+        inner: Inner
+
+    class Reply(BaseModel):
+        body: Body
+        note: str | None = None
+
+    def document() -> dict:
+        spec = _spec("t", "1", "apidoc-test")
+        for _ in range(3):
+            spec.validate(json=Body, resp=Response(HTTP_200=Reply, HTTP_201=Body))(lambda: None)
+        return spec.models
+
+    generated = []
+    spectree_own = SpecTree._add_model
+
+    def counted(self, model, mode="validation"):
+        generated.append((model, mode))
+        return spectree_own(self, model, mode)
+
+    monkeypatch.setattr(SpecTree, "_add_model", counted)
+    cached = document()
+    # Three decorations naming Body twice and Reply once (and the error model), each time:
+    # every model and mode generated once.
+    assert {(Body, "validation"), (Body, "serialization"), (Reply, "serialization")} <= set(
+        generated
+    )
+    assert len(generated) == len(set(generated))
+    monkeypatch.setattr(_SpecTree, "_add_model", spectree_own)
+    plain = document()
+    assert cached == plain and {"Body", "Reply"} <= set(plain)
+
+
 @pytest.mark.parametrize("module", [tuning, worker_tuning])
 def test_each_trick_has_its_switch(module, monkeypatch):
     variable = "API_TUNING_OFF" if module is tuning else "WORKER_TUNING_OFF"
