@@ -28,6 +28,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from common.settings import Settings
 
+log = logging.getLogger(__name__)
+
 REDIS_TIMEOUTS = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25}
 EXEMPT_BLUEPRINTS = ("health", "api_v1_health", "docs", "swagger_ui", "metrics")
 #: Every upload route, of every version and mount.
@@ -92,7 +94,7 @@ def _refusal_headers(limiter: Limiter, response: Response) -> Response:
     try:
         reset_at, remaining = limit.reset_at, limit.remaining
     except Exception as exc:  # Redis went away since the refusal: the 429 goes out without them
-        logging.getLogger(__name__).warning("rate limit headers not read: %s", exc)
+        log.warning("rate limit headers not read: %s", exc)
         return response
     response.headers["X-RateLimit-Limit"] = str(limit.limit.amount)
     response.headers["X-RateLimit-Remaining"] = str(remaining)

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import psutil
 import psycopg
 import pytest
 import redis
@@ -53,16 +54,6 @@ def s3_endpoint(tmp_path_factory) -> Iterator[str]:
     server.stop()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 @pytest.fixture(scope="session")
 def redis_db() -> Iterator[int]:
     """A Redis database index of this test session's own, flushed before and after.
@@ -81,7 +72,7 @@ def redis_db() -> Iterator[int]:
         if claims.set(key, os.getpid(), nx=True, ex=3600):
             break
         holder = claims.get(key)
-        gone = holder is not None and not _alive(int(holder))
+        gone = holder is not None and not psutil.pid_exists(int(holder))
         if gone and take_over(keys=[key], args=[holder, os.getpid()]):
             break
     else:
