@@ -109,7 +109,9 @@ class Publisher:
         """The process's client, made on first use (redis-py's pool reconnects after a broker
         restart, and after a fork makes connections of the child's own). It gives up fast
         when Redis is down or silent: an upload answers 201 either way, the outbox keeps the
-        work; one immediate retry covers a connection the broker closed meanwhile."""
+        work. One immediate retry covers a connection the broker closed meanwhile; a timeout
+        is not retried, so a silent Redis costs a publish ``BROKER_PUBLISH_TIMEOUT`` once,
+        not twice."""
         if self._client is None:
             import redis
             from redis.backoff import NoBackoff
@@ -119,7 +121,7 @@ class Publisher:
                 self._url,
                 socket_timeout=self._timeout,
                 socket_connect_timeout=min(1, self._timeout),
-                retry=Retry(NoBackoff(), 1),
+                retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
             )
         return self._client
 

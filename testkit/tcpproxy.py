@@ -29,6 +29,8 @@ class TcpProxy:
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closed = False
+        #: Connections accepted so far (held open in silence or forwarded).
+        self.accepted = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -66,6 +68,7 @@ class TcpProxy:
             if not self._accepting.is_set():
                 _close(client)
                 continue
+            self.accepted += 1
             if self._silent.is_set():  # held open, never read nor answered
                 with self._lock:
                     self._sockets.add(client)

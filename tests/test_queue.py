@@ -9,7 +9,8 @@ from common.queue import Publisher, task_message
 from common.settings import Settings
 from common.tasks import INGEST
 from testkit.services import RedisServer
-from tests.conftest import eventually
+from testkit.tcpproxy import TcpProxy
+from tests.conftest import REDIS_SERVER, eventually
 from worker.app import celery_app
 
 
@@ -44,6 +45,32 @@ def test_publisher_reports_a_broker_lost_mid_life_and_recovers_with_it():
     finally:
         publisher.close()
         redis_server.stop()
+
+
+def test_a_silent_broker_costs_a_publish_its_timeout_once(quiet_redis):
+    """A publish to a Redis gone silent gives up after BROKER_PUBLISH_TIMEOUT without opening
+    a second connection to wait on again (an upload answers within its bound); a connection
+    the broker closed is retried at once, and nothing is published twice."""
+    port = int(REDIS_SERVER.rsplit(":", 1)[1])
+    index = quiet_redis.connection_pool.connection_kwargs["db"]
+    line = TcpProxy(port)
+    publisher = Publisher(Settings.from_env({}, redis_url=f"redis://127.0.0.1:{line.port}/{index}"))
+    try:
+        assert publisher.send(INGEST, 1)
+        line.silence()
+        before = line.accepted
+        assert publisher.send(INGEST, 2) is False
+        assert line.accepted == before  # the timeout was not retried on a new connection
+        line.up()
+        assert publisher.send(INGEST, 3)  # a new connection: the silent one was dropped
+        line.down()
+        line.up()
+        assert publisher.send(INGEST, 4)  # the closed connection retried on a new one
+        queued = [json.loads(m)["headers"]["id"] for m in quiet_redis.lrange("uploads", 0, -1)]
+        assert queued == ["ingest-4-0", "ingest-3-0", "ingest-1-0"]
+    finally:
+        publisher.close()
+        line.close()
 
 
 def test_published_message_is_what_kombu_would_write():
