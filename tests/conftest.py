@@ -23,6 +23,7 @@ from common.db import Database
 from common.queue import SENTINEL
 from common.settings import Settings
 from common.storage.s3 import S3Storage
+from common.tasks import TASKS
 
 # What test modules take from here; they live in testkit/ (shared with bench/).
 from testkit.processes import (  # noqa: F401
@@ -173,9 +174,35 @@ def empty_tables(db: Database) -> None:
             conn.execute(text(f"DELETE FROM {table}"))
 
 
+#: Where kombu's Redis transport keeps messages a worker has taken and not yet acknowledged.
+UNACKED = ("unacked", "unacked_index")
+
+
+def settle(stack: Stack, timeout: float = 15) -> None:
+    """Wait for the stack's worker to finish what earlier tests gave it (its queues and
+    unacknowledged messages empty); what is still there after ``timeout`` is dropped.
+
+    SQLite hands a deleted row's id out again: a task for an earlier test's file would
+    otherwise act on this test's file of the same id once the tables are emptied."""
+    broker = redis.Redis.from_url(stack.settings.redis_url)
+    queues = sorted({spec.queue for spec in TASKS.values()})
+
+    def idle() -> bool:
+        with broker.pipeline() as pipe:
+            for queue in queues:
+                pipe.llen(queue)
+            pipe.hlen(UNACKED[0])
+            return not any(pipe.execute())
+
+    if not eventually(idle, timeout=timeout):
+        broker.delete(*queues, *UNACKED)
+    broker.close()
+
+
 @pytest.fixture
 def clean_stack(stack: Stack) -> Stack:
-    """The session's stack with empty tables."""
+    """The session's stack, its worker idle and its tables empty."""
+    settle(stack)
     empty_tables(stack.db)
     return stack
 
