@@ -235,7 +235,10 @@ def test_a_wrong_declared_sha256_or_a_spoofed_type_is_rejected_leaving_nothing(
     assert not _stored_object(clean_stack, done["file"]["name"])
     assert not _stored_object(clean_stack, name)
     staged = Path(clean_stack.settings.staging_dir)
-    assert not any(staged.glob(f"{done['file']['name']}*")) and not (staged / name).exists()
+    # The worker removes a rejected file's staged copy just after committing its status.
+    assert eventually(
+        lambda: not any(staged.glob(f"{done['file']['name']}*")) and not (staged / name).exists()
+    )
 
 
 def test_abort_and_expiry_free_the_reservation_and_the_parts(token_api, clean_stack, pipeline):
