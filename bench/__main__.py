@@ -4,8 +4,8 @@ Starts everything on free ports (Redis, moto's S3 server in its own process, a P
 database of its own, the API under gunicorn with gunicorn.conf.py, Celery workers), runs each
 scenario against the product and its baseline alternately, and prints one line per target:
 product figure, baseline figure, ratio, target, PASS/FAIL. Rate limits are relaxed through the
-settings. Figures are medians over the rounds. ``--quick`` runs small numbers once, to prove the
-bench works (CI); its figures are not meaningful.
+settings. Figures are medians over the rounds. ``--quick`` runs small numbers once, with one
+gunicorn process a server, to prove the bench works (CI); its figures are not meaningful.
 """
 
 from __future__ import annotations
@@ -218,8 +218,11 @@ class Bench:
         app: str = "api:create_app()",
         **env: str,
     ):
+        # --quick proves the bench runs, its figures mean nothing: one gunicorn process a
+        # server instead of production's two (a process's start is about a second of CPU).
+        shape = PROD | {"GUNICORN_WORKERS": "1"} if self.quick else PROD
         return start_gunicorn(
-            settings or self.settings, self.tmp / f"{name}.log", app, **(PROD | RELAXED | env)
+            settings or self.settings, self.tmp / f"{name}.log", app, **(shape | RELAXED | env)
         )
 
     def worker(self, name: str, queues: str, concurrency: int, settings=None):
