@@ -10,7 +10,7 @@ from common.settings import Settings
 from common.tasks import INGEST
 from testkit.services import RedisServer
 from testkit.tcpproxy import TcpProxy
-from tests.conftest import REDIS_SERVER, eventually
+from tests.conftest import eventually
 from worker.app import celery_app
 
 
@@ -51,10 +51,11 @@ def test_a_silent_broker_costs_a_publish_its_timeout_once(quiet_redis):
     """A publish to a Redis gone silent gives up after BROKER_PUBLISH_TIMEOUT without opening
     a second connection to wait on again (an upload answers within its bound); a connection
     the broker closed is retried at once, and nothing is published twice."""
-    port = int(REDIS_SERVER.rsplit(":", 1)[1])
-    index = quiet_redis.connection_pool.connection_kwargs["db"]
-    line = TcpProxy(port)
-    publisher = Publisher(Settings.from_env({}, redis_url=f"redis://127.0.0.1:{line.port}/{index}"))
+    place = quiet_redis.connection_pool.connection_kwargs
+    line = TcpProxy(place["port"])
+    publisher = Publisher(
+        Settings.from_env({}, redis_url=f"redis://127.0.0.1:{line.port}/{place['db']}")
+    )
     try:
         assert publisher.send(INGEST, 1)
         line.silence()
