@@ -110,13 +110,15 @@ class Hub:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for connection in list(self.connections):
             connection.close(Closed(1001, "the server is going away"))
         self.accounts.close()
         self.db.dispose()
+
+    def ring(self) -> None:
+        """Wake the reader now: events were committed (the doorbell rang)."""
+        self._wake.set()
 
     def join(self, holder: Holder, everyone: bool) -> Connection:
         connection = Connection(holder, everyone)
@@ -160,8 +162,12 @@ class Hub:
     async def _read_forever(self) -> None:
         delay = POLL
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+            # comes as the doorbell rings, and the reader would outlive stop() (a process that
+            # never exits on SIGTERM).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 found, cursor, behind = await self._in_thread(self._advance, self.cursor)
@@ -267,9 +273,9 @@ class Hub:
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(events.CHANNEL)
                 self.doorbell_up = True
-                self._wake.set()  # anything rung while it was away is read now
+                self.ring()  # anything rung while it was away is read now
                 async for _message in pubsub.listen():
-                    self._wake.set()
+                    self.ring()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

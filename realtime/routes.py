@@ -18,7 +18,6 @@ is the event's id.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import orjson
@@ -188,8 +187,7 @@ async def websocket_stream(websocket: WebSocket) -> None:
         finally:
             for task in (sending, listening):
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await asyncio.gather(sending, listening, return_exceptions=True)
         ended = sending.done() and not sending.cancelled() and sending.exception() is None
         closed = sending.result() if ended else None
         if closed is not None:
@@ -204,7 +202,8 @@ async def _ws_holder(websocket: WebSocket) -> Holder:
     token = _bearer(websocket)
     if token is None and websocket.query_params.get("ticket") is None:
         try:
-            first = await asyncio.wait_for(websocket.receive_text(), AUTH_WAIT)
+            async with asyncio.timeout(AUTH_WAIT):
+                first = await websocket.receive_text()
         except TimeoutError:
             raise _unauthorized("no auth message within 5 seconds") from None
         message = _message(first)
@@ -242,7 +241,10 @@ async def _send(websocket: WebSocket, connection: Connection) -> Closed | None:
     hub = _hub(websocket)
     while True:
         try:
-            item = await asyncio.wait_for(connection.queue.get(), PING)
+            # asyncio.timeout, not wait_for (which on Python 3.11 swallows a cancellation that
+            # comes with an item: the handler would wait for this task forever).
+            async with asyncio.timeout(PING):
+                item = await connection.queue.get()
         except TimeoutError:
             await websocket.send_text('{"type":"ping"}')
             continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -231,9 +232,25 @@ class Server:
     log: Path
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
+        """SIGTERM, as an orchestrator stops it. One still running 15 s later is a defect:
+        it is aborted (its threads' stacks go to its log: ``PYTHONFAULTHANDLER``) and the
+        error carries the end of its log."""
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
             self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            tail = self.log.read_text(errors="replace")[-6000:]
+            command = " ".join(map(str, self.process.args))
+            message = f"{command} still ran 15 s after SIGTERM; its log:\n{tail}"
+            raise RuntimeError(message) from None
 
 
 def start_gunicorn(
@@ -250,6 +267,7 @@ def start_gunicorn(
             "GUNICORN_WORKERS": "1",
             "GUNICORN_THREADS": "4",
             "RATELIMIT_ENABLED": str(settings.ratelimit_enabled).lower(),
+            "PYTHONFAULTHANDLER": "1",
         }
         | env
     )
@@ -271,7 +289,12 @@ def start_gunicorn(
 def start_realtime(settings: Settings, log: Path, **env: str) -> Server:
     """The realtime process as production runs it (``python -m realtime``)."""
     port = free_port()
-    env = os.environ | settings_env(settings) | {"REALTIME_BIND": f"127.0.0.1:{port}"} | env
+    env = (
+        os.environ
+        | settings_env(settings)
+        | {"REALTIME_BIND": f"127.0.0.1:{port}", "PYTHONFAULTHANDLER": "1"}
+        | env
+    )
     with open(log, "wb") as handle:
         process = subprocess.Popen(
             [sys.executable, "-m", "realtime"],
