@@ -2,7 +2,9 @@
 
 It listens on a free loopback port and forwards to ``target``. ``delay`` is added once per
 request burst (the first bytes a client sends after a pause), ``bandwidth`` caps bytes per
-second in each direction, ``down()`` closes every connection and refuses new ones until
+second in each direction (with ``buffering``, what a client sends is taken at once and
+forwarded at that pace, to the end, also after the client has gone, as a front proxy that
+buffers request bodies does), ``down()`` closes every connection and refuses new ones until
 ``up()``, and ``silence()`` makes it a black hole until ``up()``: connections are accepted and
 kept open, and every byte either way is dropped, as when a network path or a host dies
 without a word (nothing is refused, nothing is answered).
@@ -11,9 +13,11 @@ without a word (nothing is refused, nothing is answered).
 from __future__ import annotations
 
 import contextlib
+import queue
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 
 class TcpProxy:
@@ -21,6 +25,9 @@ class TcpProxy:
         self.target = ("127.0.0.1", target_port)
         self.delay = delay
         self.bandwidth = bandwidth
+        self.buffering = False
+        #: Bytes taken from clients and not yet handed on (with ``buffering``).
+        self.backlog = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._accepting = threading.Event()
@@ -88,7 +95,7 @@ class TcpProxy:
     def _pump(self, source: socket.socket, sink: socket.socket, delayed: bool) -> None:
         last = 0.0
         try:
-            while chunk := source.recv(65536):
+            for chunk in self._chunks(source, buffered=delayed and self.buffering):
                 if self._silent.is_set():
                     continue  # dropped on the floor
                 now = time.monotonic()
@@ -105,6 +112,32 @@ class TcpProxy:
                 with self._lock:
                     self._sockets.discard(sock)
                 _close(sock)
+
+    def _chunks(self, source: socket.socket, buffered: bool) -> Iterator[bytes]:
+        """What ``source`` sends, as it comes; ``buffered``: read ahead by a thread of its own,
+        so the sender is never held back by the pace of the forwarding."""
+        if not buffered:
+            while chunk := source.recv(65536):
+                yield chunk
+            return
+        chunks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+
+        def read() -> None:
+            try:
+                while chunk := source.recv(65536):
+                    with self._lock:
+                        self.backlog += len(chunk)
+                    chunks.put(chunk)
+            except OSError:
+                pass
+            finally:
+                chunks.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+        for chunk in iter(chunks.get, None):
+            yield chunk  # handed on when the caller asks for the next one
+            with self._lock:
+                self.backlog -= len(chunk)
 
 
 def _close(sock: socket.socket) -> None:

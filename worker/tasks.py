@@ -104,7 +104,7 @@ def retry_or_give_up(
 def ingest(self: Task, file_id: int, failures: int = 0) -> str | None:
     """Verify a staged file, push it to the store, mark it stored (or rejected)."""
     try:
-        status = pipeline().ingest(file_id)
+        status = pipeline().ingest(file_id, retried=self.request.retries > 0)
     except TRANSIENT as exc:
         retry_or_give_up(
             self,

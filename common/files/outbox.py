@@ -31,6 +31,14 @@ def add(session: Session, file_id: int, kind: OutboxKind) -> None:
 _INSERT = insert(OutboxEntry)
 
 
+def add_later(session: Session, file_id: int, kind: OutboxKind, seconds: float) -> None:
+    """An entry due ``seconds`` from now: it is written as if created then, so the reconciler
+    publishes it ``UNSENT_GRACE`` after that (``due``), and not before."""
+    session.execute(
+        insert(OutboxEntry).values(file_id=file_id, kind=kind, created_at=db_now(seconds))
+    )
+
+
 def add_many(session: Session, file_ids: list[int], kind: OutboxKind) -> None:
     """Entries for many files in one statement (bulk operations)."""
     if file_ids:

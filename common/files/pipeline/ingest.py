@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 #: Final for ingest: nothing left for an ingest task to do.
 FINISHED = (FileStatus.DELETED, FileStatus.REJECTED, FileStatus.STORED)
+#: How many S3_READ_TIMEOUTs after a delete a push given up on may still land: the object of a
+#: file deleted meanwhile is removed again then (``Ingest.remove_again_later``).
+STRAGGLER_GRACE = 2
 
 
 @dataclass(frozen=True)
@@ -52,17 +55,30 @@ class Claimed:
 
 
 class Ingest(Stage):
-    def ingest(self, file_id: int) -> FileStatus | None:
+    def ingest(self, file_id: int, *, retried: bool = False) -> FileStatus | None:
         """Verify a staged file and push it to the store; returns the file's status after.
 
         The delivery first claims the file with a lease that it renews while it works; a
         delivery that finds a live claim of another leaves the file to it (a dead holder's
         lease lapses and the reconciler hands the file out again). Raises
         ``StorageUnavailable``, ``StorageIntegrityError`` and database errors for the task to
-        retry, after releasing the claim.
+        retry, after releasing the claim. ``retried``: an earlier attempt of this delivery
+        failed (perhaps with a push given up on: see ``remove_again_later``).
         """
         taken = self.take(file_id)
-        return self.work(taken) if isinstance(taken, Claimed) else taken
+        status = self.work(taken) if isinstance(taken, Claimed) else taken
+        if retried and status == FileStatus.DELETED:
+            self.remove_again_later(file_id)
+        return status
+
+    def remove_again_later(self, file_id: int) -> None:
+        """The file was deleted while a push of it had been given up on (the store silent for
+        S3_READ_TIMEOUT). The store, or a proxy in front of it that had the body already, may
+        still complete that request after the delete removed the object: the object is removed
+        once more, ``STRAGGLER_GRACE`` x S3_READ_TIMEOUT later (a DELETE entry due then)."""
+        seconds = STRAGGLER_GRACE * self.settings.s3_read_timeout
+        with self.db.session() as session:
+            outbox.add_later(session, file_id, OutboxKind.DELETE, seconds)
 
     def take(self, file_id: int) -> Claimed | FileStatus | None:
         """The first step of ``ingest``: claim the file for this delivery, or settle what
@@ -240,7 +256,11 @@ class Ingest(Stage):
         A file that another delivery holds under a live claim is left to it.
         """
         with self.db.session() as session:
-            give_up(session, file_id, failure, detail)
+            gave_up = give_up(session, file_id, failure, detail)
+            file = None if gave_up else session.get(File, file_id)
+            deleted = file is not None and file.status == FileStatus.DELETED
+        if deleted:  # meanwhile; the attempts that failed may have left a push behind
+            self.remove_again_later(file_id)
 
     def _fail(self, file: File, claim: str, failure: Failure, detail: object = "") -> FileStatus:
         return self._finish(
