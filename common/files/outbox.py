@@ -60,10 +60,15 @@ def replace_with_delete(session: Session, file_ids: list[int]) -> None:
 
 
 def mark_published(session: Session, file_ids: list[int], kind: OutboxKind, times: int = 1) -> None:
-    """Record that tasks for these entries were handed to the broker (``times`` each)."""
+    """Record that tasks for these entries were handed to the broker (``times`` each). An
+    entry not yet due (``add_later``) is not among them: it was written after that publish."""
     session.execute(
         update(OutboxEntry)
-        .where(OutboxEntry.file_id.in_(file_ids), OutboxEntry.kind == kind)
+        .where(
+            OutboxEntry.file_id.in_(file_ids),
+            OutboxEntry.kind == kind,
+            OutboxEntry.created_at <= db_now(),
+        )
         .values(published_at=db_now(), publish_count=OutboxEntry.publish_count + times)
     )
 
@@ -72,7 +77,11 @@ def unmark_published(session: Session, file_ids: list[int], kind: OutboxKind) ->
     """Undo ``mark_published`` for entries whose publish did not reach the broker."""
     session.execute(
         update(OutboxEntry)
-        .where(OutboxEntry.file_id.in_(file_ids), OutboxEntry.kind == kind)
+        .where(
+            OutboxEntry.file_id.in_(file_ids),
+            OutboxEntry.kind == kind,
+            OutboxEntry.published_at.is_not(None),
+        )
         .values(published_at=None, publish_count=OutboxEntry.publish_count - 1)
     )
 
