@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
@@ -16,6 +17,9 @@ from common.queue import Publisher
 from common.staging import StagedUpload, staged_path
 from common.storage import from_settings
 from tests.conftest import REDIS_SERVER
+
+if TYPE_CHECKING:
+    from testkit.services import FaultEnv
 
 
 def quiet_url(client) -> str:
@@ -49,7 +53,8 @@ def status_of(pipeline: Pipeline, file_id: int) -> File:
         return session.get(File, file_id)
 
 
-def outbox_kinds(pipeline: Pipeline, file_id: int) -> list[str]:
-    with pipeline.db.session() as session:
+def outbox_kinds(holder: Pipeline | FaultEnv, file_id: int) -> list[str]:
+    """The kinds of ``file_id``'s outbox entries, in the database of ``holder``."""
+    with holder.db.session() as session:
         rows = session.scalars(select(OutboxEntry.kind).where(OutboxEntry.file_id == file_id))
         return sorted(k.value for k in rows)

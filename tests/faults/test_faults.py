@@ -19,13 +19,14 @@ from sqlalchemy import select
 
 from api.services import services
 from common.db import Database
-from common.models import File, FileStatus, OutboxEntry
+from common.models import File, FileStatus
 from common.queue import SENTINEL
 from common.settings import Settings
 from common.tasks import INGEST
 from testkit import multipart
 from testkit.processes import PG_PORT, PG_URL, eventually, free_port, migrate, wait_for_status
 from testkit.tcpproxy import TcpProxy
+from tests.pipelines import outbox_kinds
 
 MIB = 1024 * 1024
 #: Settings that place a fault environment (its own database, Redis, store, directories),
@@ -50,11 +51,6 @@ def kill_tree(pid: int) -> None:
 def objects(env) -> list[str]:
     reply = env.direct_store()._client.list_objects_v2(Bucket=env.settings.s3_bucket)
     return [item["Key"] for item in reply.get("Contents", [])]
-
-
-def outbox_entries(env) -> list[str]:
-    with env.db.session() as session:
-        return [kind.value for kind in session.scalars(select(OutboxEntry.kind))]
 
 
 def staged(env, name: str) -> Path:
@@ -307,7 +303,7 @@ def test_delete_during_push_leaves_no_object(fault_env):
     # 2 s) while the proxy still holds half the body: the store completes that PUT after the
     # retry found the file deleted and removed the object, which must then be removed again;
     # no outbox entry is left once it is.
-    assert eventually(lambda: objects(env) == [] and not outbox_entries(env), timeout=30)
+    assert eventually(lambda: objects(env) == [] and not outbox_kinds(env, file_id), timeout=30)
     assert not staged(env, name).exists()
 
 
