@@ -30,6 +30,14 @@ threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = 60
 graceful_timeout = 20
 keepalive = 5
+# Each worker listens on a socket of its own (SO_REUSEPORT: gunicorn binds it in the worker)
+# and the kernel spreads new connections over them. On one shared socket the worker that wakes
+# first accepts whatever is waiting: eight kept-alive clients, or the front proxy's kept-alive
+# upstream connections, all landed on one of two processes in a third of the bench's rounds,
+# which then served them at about half the rate (bench/RESULTS.md). GUNICORN_REUSE_PORT=0
+# shares one socket again (a second server started on the same port then fails instead of
+# taking part of its connections).
+reuse_port = os.environ.get("GUNICORN_REUSE_PORT", "1") != "0"
 limit_request_line = 8190  # gunicorn's maximum; longer request lines get a JSON 414
 # A header field may be up to 128 KiB, so that an oversized Authorization value reaches the app
 # and is refused like any bad token (401), not by gunicorn (431); at most 50 fields (default
