@@ -55,11 +55,10 @@ class Intake(Stage):
         )
         try:
             with self.db.session() as session:
-                states.create(session, file)
+                states.create(session, file, work=OutboxKind.INGEST)
                 if tags:
                     ids = labels.tag_ids(session, tags)
                     labels.link(session, [(file.id, ids[tag]) for tag in tags])
-                outbox.add(session, file.id, OutboxKind.INGEST)
                 if not reserved:
                     # Last: the account's row is held from here to the commit (usage.py).
                     usage.admit(session, owner_id, staged.size, self.settings.user_quota_mb)
