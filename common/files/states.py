@@ -84,37 +84,51 @@ def transition(
     if guard is not None:
         condition.append(guard)
     values = {"status": to, "updated_at": utcnow(), **values}
-    moved = _move(session, condition, values)
+    moved = _move(session, condition, values, f"file.{to}")
     usage.moved(session, moved, to)
-    _record(session, [(file_id, owner) for file_id, owner, _size, _before in moved], f"file.{to}")
     return [file_id for file_id, _owner, _size, _before in moved]
 
 
-def _move(session: Session, condition: list, values: dict) -> list[tuple]:
-    """The UPDATE of a transition: rows of (id, owner id, size, status before) of the files
-    that moved. Each row's status before is read with the row locked, so usage counts exactly
-    what moved from where."""
+def _move(session: Session, condition: list, values: dict, event: str) -> list[tuple]:
+    """The UPDATE of a transition and the ``event`` rows of the files it moved: rows of (id,
+    owner id, size, status before) of the files that moved. Each row's status before is read
+    with the row locked, so usage counts exactly what moved from where."""
     if session.get_bind().dialect.name == "postgresql":
-        # One statement: lock the rows, move them, return what each was.
+        # One statement: lock the rows, move them, write their events (an INSERT reading the
+        # UPDATE's rows in a WITH), return what each was.
         before = (
             select(File.id.label("id"), File.status.label("status"))
             .where(*condition)
             .with_for_update()
             .subquery("before")
         )
-        statement = (
+        moved = (
             update(File)
             .where(File.id == before.c.id, *condition)
             .values(**values)
-            .returning(File.id, File.owner_id, File.size, before.c.status)
+            .returning(File.id, File.owner_id, File.size, before.c.status.label("before"))
+            .cte("moved")
         )
-        return list(core(session).execute(statement))
+        written = insert(FileEvent).from_select(
+            ["file_id", "owner_id", "type", "at"],
+            select(
+                moved.c.id,
+                moved.c.owner_id,
+                literal(event, FileEvent.type.type),
+                literal(values["updated_at"], FileEvent.at.type),
+            ),
+        )
+        rows = list(core(session).execute(select(moved).add_cte(written.cte("moved_events"))))
+        if rows:
+            events.wrote(session)  # the doorbell rings after the commit
+        return rows
     # SQLite: the transaction holds the database's write lock from its start (BEGIN
     # IMMEDIATE, common.db), so what is read here is what the UPDATE moves.
     connection = core(session)
     was = dict(connection.execute(select(File.id, File.status).where(*condition)).all())
     statement = update(File).where(*condition).values(**values)
     rows = connection.execute(statement.returning(File.id, File.owner_id, File.size)).all()
+    _record(session, [(file_id, owner) for file_id, owner, _size in rows], event)
     return [(file_id, owner, size, was[file_id]) for file_id, owner, size in rows]
 
 
