@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import shutil
+import socket
 import tempfile
 
 from gunicorn import util as gunicorn_util
@@ -35,8 +36,8 @@ keepalive = 5
 # first accepts whatever is waiting: eight kept-alive clients, or the front proxy's kept-alive
 # upstream connections, all landed on one of two processes in a third of the bench's rounds,
 # which then served them at about half the rate (bench/RESULTS.md). GUNICORN_REUSE_PORT=0
-# shares one socket again (a second server started on the same port then fails instead of
-# taking part of its connections).
+# shares one socket again. Either way a server started on an address another one listens on
+# stops (``on_starting``) instead of sharing its connections with it.
 reuse_port = os.environ.get("GUNICORN_REUSE_PORT", "1") != "0"
 limit_request_line = 8190  # gunicorn's maximum; longer request lines get a JSON 414
 # A header field may be up to 128 KiB, so that an oversized Authorization value reaches the app
@@ -59,14 +60,35 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 
 def on_starting(server):
-    """Refuse to start on a store that can never work (one line, no traceback)."""
+    """Refuse to start on an address in use or on a store that can never work (one line, no
+    traceback)."""
     from common.storage import from_settings, refusal_at_start
 
+    for address in server.cfg.address:
+        if _in_use(address):
+            print(f"error: {address[0]}:{address[1]} is in use by another server", flush=True)
+            raise SystemExit(2)
     settings = Settings.from_env()
     reason = refusal_at_start(from_settings(settings))
     if reason:
         print(f"error: the object store refuses {settings.s3_bucket!r}: {reason}", flush=True)
         raise SystemExit(2)
+
+
+def _in_use(address) -> bool:
+    """Whether something listens on a TCP ``address``: each worker binds its own socket with
+    SO_REUSEPORT, which another server's SO_REUSEPORT socket on that address would not stop
+    (a stale process of an earlier run would quietly serve part of the requests)."""
+    if not isinstance(address, tuple):  # a Unix socket: gunicorn checks it itself
+        return False
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no listener
+        try:
+            probe.bind(address[:2])
+        except OSError:
+            return True
+    return False
 
 
 def child_exit(server, worker):
