@@ -236,13 +236,17 @@ function renderRow(file) {
   const edit = (field, value, toPatch) => {
     const input = element("input", { value, ariaLabel: `${field} of ${label}` });
     input.dataset.field = field;
+    let latest = 0; // the field's last change: an earlier one's answer, arriving later, is stale
     input.addEventListener("change", async () => {
+      const change = ++latest;
       error.textContent = "";
       try {
         const { data } = await call("PATCH", `/api/v2/files/${encodeURIComponent(file.name)}`, toPatch(input.value));
+        if (change !== latest) return;
         showFile(data, false);
         announce(`${field} of ${data.original_name} saved`);
       } catch (problem) {
+        if (change !== latest) return;
         error.textContent = problem.message;
         input.setAttribute("aria-invalid", "true");
       }
