@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from api.auth import KEY_SCOPES
-from api.schemas import Email, FileObject, Status, UploadForm, Username
+from api.schemas import NAME_MAX, NAME_PATTERN, Email, FileObject, Status, UploadForm, Username
 from common.accounts.passwords import MAX_LENGTH, MIN_LENGTH
 from common.files.labels import MAX_TAGS
 from common.models import FileStatus
@@ -215,7 +215,8 @@ class FileListQuery(BaseModel):
     uploaded_before: Moment | None = Field(None, description="ISO 8601; no zone: UTC")
     owner: str | None = Field(
         None,
-        pattern=r"^([\w.-]{1,64}|\*)$",
+        max_length=NAME_MAX,
+        pattern=r"^([\w.-]+|\*)$",
         description="admins: another user's files ('*': everyone's)",
     )
 
@@ -291,7 +292,10 @@ class UsageQuery(BaseModel):
     from_: dt.date | None = Field(None, alias="from", description="first day, YYYY-MM-DD")
     to: dt.date | None = Field(None, description="last day, YYYY-MM-DD (default: today)")
     user: str | None = Field(
-        None, pattern=r"^[\w.-]{1,64}$", description="admins: another account's usage"
+        None,
+        max_length=NAME_MAX,
+        pattern=NAME_PATTERN,
+        description="admins: another account's usage",
     )
 
 
