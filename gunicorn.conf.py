@@ -104,6 +104,7 @@ def on_exit(server):
 # What leans on gunicorn's, glibc's and the collector's internals is in api/tuning.py, each
 # trick with its switch (API_TUNING_OFF) and a test that it still applies.
 tuning.apply_body_chunk(int(os.environ.get("GUNICORN_MAX_BODY_CHUNK", tuning.BODY_CHUNK)))
+tuning.apply_hmac_only_jwt()
 
 _UPLOAD_PATH = "/files/upload"
 

@@ -19,6 +19,11 @@ fails when a library upgrade makes one stop applying. gunicorn.conf.py applies t
   with the GIL held, and every request in flight in the process waited.
 - ``orjson_replies``: JSON replies written by orjson (api/replies.py), which needs Flask's
   private ``DefaultJSONProvider._prepare_response_obj``.
+- ``hmac_only_jwt``: PyJWT imports ``cryptography`` for its RSA and EC algorithms whenever it
+  is installed (another package may bring it: moto does in the development environment), 8 MiB
+  in every API process; the API signs and checks HS256 alone. PyJWT is imported once with
+  ``cryptography`` hidden, so it leaves those algorithms out (``jwt.algorithms.has_crypto``);
+  anything else may still import ``cryptography`` afterwards.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import sys
 from collections.abc import Callable
 
 from common.settings import switched_on
 
-TRICKS = ("body_chunk", "json_errors", "malloc", "gc_freeze", "orjson_replies")
+TRICKS = ("body_chunk", "json_errors", "malloc", "gc_freeze", "orjson_replies", "hmac_only_jwt")
 BODY_CHUNK = 128 * 1024
 
 _M_ARENA_MAX, _M_MMAP_THRESHOLD, _M_TRIM_THRESHOLD = -8, -3, -1
@@ -71,6 +77,19 @@ def apply_malloc() -> bool:
         )
         return all(libc.mallopt(option, value) == 1 for option, value in settings)
     return False
+
+
+def apply_hmac_only_jwt() -> bool:
+    """True when PyJWT was imported here without ``cryptography`` (before anything else
+    imported either)."""
+    if not enabled("hmac_only_jwt") or "jwt" in sys.modules or "cryptography" in sys.modules:
+        return False
+    sys.modules["cryptography"] = None  # an import of it raises ModuleNotFoundError
+    try:
+        import jwt.algorithms  # noqa: F401
+    finally:
+        del sys.modules["cryptography"]
+    return True
 
 
 def apply_gc_freeze() -> bool:

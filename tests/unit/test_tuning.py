@@ -205,3 +205,29 @@ def test_each_trick_has_its_switch(module, monkeypatch):
         assert not module.enabled(name)
         monkeypatch.delenv(variable)
         assert module.enabled(name)
+
+
+#: The API's start-up as gunicorn.conf.py orders it: the trick, then the application.
+HMAC_ONLY = """
+    import sys
+    from api import tuning
+    tuning.apply_hmac_only_jwt()
+    import jwt, jwt.algorithms
+    from api import create_app
+    create_app()
+    token = jwt.encode({"sub": "1"}, "k" * 32, algorithm="HS256")
+    assert jwt.decode(token, "k" * 32, algorithms=["HS256"]) == {"sub": "1"}
+    print(jwt.algorithms.has_crypto, "cryptography.hazmat" in sys.modules)
+"""
+
+
+def test_the_api_loads_pyjwt_without_cryptography_unless_switched_off(tmp_path):
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+        "SECRET_KEY": "k" * 32,
+        "STAGING_DIR": str(tmp_path / "staging"),
+    }
+    assert _run(HMAC_ONLY, **env) == "False False"
+    # moto, a test dependency, brings cryptography here: PyJWT loads its algorithms when let
+    # (redis-py imports the package's light top alone, to see whether it is there).
+    assert _run(HMAC_ONLY, API_TUNING_OFF="hmac_only_jwt", **env) == "True True"
