@@ -5,13 +5,14 @@ running totals by status that ``/api/v2/me`` reads; the operator's check finds n
 from __future__ import annotations
 
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
-from common.files import usage
-from common.models import FileStatus, UsageDay, UsageTotal
+from common.files import states, usage
+from common.models import File, FileStatus, UsageDay, UsageTotal
 from tests import samples
 from tests.accounts import account
 from tests.conftest import wait_for_status
@@ -98,6 +99,37 @@ def test_the_operator_check_reports_drift(app, clean_stack, token_api):
     assert json.loads(drifted.output)["drift"] == [
         {"user_id": carol.id, "status": "stored", "counted": [6, 8], "actual": [1, 8]}
     ]
+
+
+def test_the_operator_check_reads_one_moment(clean_stack, token_api):
+    """A change committed while the check reads (after its read of the totals, before its read
+    of the files) is not taken for drift: both sides come from one snapshot."""
+    dave = account(token_api, "dave")
+    name = dave.upload(data=b"counted\n", name="d.txt")
+    wait_for_status(clean_stack.db, name, {"stored"})
+    with clean_stack.db.session() as session:
+        file_id = session.scalar(select(File.id).where(File.name == name))
+    deleted = threading.Event()
+
+    def delete() -> None:
+        with clean_stack.db.session() as session:
+            assert states.transition(session, file_id, FileStatus.DELETED)
+        deleted.set()
+
+    mover = threading.Thread(target=delete)
+
+    def meanwhile(conn, cursor, statement, parameters, context, executemany):
+        if "GROUP BY" in statement and mover.ident is None:  # the check's read of the files
+            mover.start()
+            deleted.wait(2)  # SQLite: the check's transaction holds the database; it waits
+
+    event.listen(clean_stack.db.engine, "before_cursor_execute", meanwhile)
+    try:
+        assert _drift(clean_stack.db) == []
+    finally:
+        event.remove(clean_stack.db.engine, "before_cursor_execute", meanwhile)
+    mover.join(30)
+    assert deleted.is_set() and _drift(clean_stack.db) == []
 
 
 def test_the_usage_routes_answer_totals_days_and_pages(token_api, clean_stack):

@@ -243,7 +243,13 @@ def totals_of_many(session: Session, user_ids: list[int]) -> dict[int, dict]:
 
 def drift(session: Session) -> list[dict]:
     """Where the running totals differ from the files themselves (the operator's check; it
-    scans every live file): one entry per account and status that differs."""
+    scans every live file): one entry per account and status that differs.
+
+    Both are read from one snapshot: on PostgreSQL a REPEATABLE READ transaction (at READ
+    COMMITTED, a change committed between the two reads was taken for drift); SQLite's
+    transaction holds the database from its first statement."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     counted = {
         (user_id, status): (files, size)
         for user_id, status, files, size in session.execute(
