@@ -27,7 +27,7 @@ def _day(db, user_id: int) -> dict[str, int]:
 
 
 def _drift(db) -> list:
-    with db.session() as session:
+    with db.reading() as session:  # as the operator's command reads
         return usage.drift(session)
 
 
