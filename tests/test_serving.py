@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import http.client
-import os
 import socket
-import subprocess
-import sys
 
 import psutil
-import requests
 
-from testkit.processes import migrate, settings_env, settings_for
-from tests.conftest import ROOT, start_gunicorn
+from testkit.processes import migrate, settings_for
+from tests.conftest import start_gunicorn
 
 
 def test_kept_alive_connections_are_spread_over_the_processes(tmp_path):
@@ -51,31 +47,4 @@ def test_kept_alive_connections_are_spread_over_the_processes(tmp_path):
     finally:
         for sock in clients:
             sock.close()
-        api.stop()
-
-
-def test_a_second_server_on_a_port_in_use_stops(tmp_path):
-    """Each process's socket may share its port (SO_REUSEPORT); another server started on the
-    same address stops with one line instead of quietly taking part of the connections."""
-    database_url = f"sqlite:///{tmp_path / 'app.db'}"
-    migrate(database_url)
-    settings = settings_for(tmp_path, database_url=database_url)
-    api = start_gunicorn(settings, tmp_path / "gunicorn.log")
-    try:
-        address = api.url.removeprefix("http://")
-        env = os.environ | settings_env(settings) | {"GUNICORN_BIND": address}
-        done = subprocess.run(
-            [sys.executable, "-m", "gunicorn", "api:create_app()"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        output = done.stdout + done.stderr
-        assert done.returncode != 0
-        errors = [line for line in output.splitlines() if "error:" in line]
-        assert errors == [f"error: {address} is in use by another server"], output
-        assert requests.get(f"{api.url}/", timeout=5).status_code == 200
-    finally:
         api.stop()

@@ -1,4 +1,5 @@
-"""A store that can never work stops the API and the workers at start-up, with one line."""
+"""What can never work stops the API (and the workers) at start-up, with one line: a store
+that refuses, a short signing key, an address another server listens on."""
 
 from __future__ import annotations
 
@@ -8,14 +9,30 @@ import sys
 import uuid
 
 import pytest
+import requests
 
-from tests.conftest import ROOT, free_port
+from testkit.processes import migrate, settings_env, settings_for
+from tests.conftest import ROOT, free_port, start_gunicorn
+
+API = ["-m", "gunicorn", "api:create_app()"]
+
+
+def _refused(argv: list[str], env: dict[str, str]) -> list[str]:
+    """Start a process that must refuse to: its ``error:`` lines, once it has stopped (with no
+    traceback)."""
+    done = subprocess.run(
+        [sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "Traceback" not in output, output
+    return [line for line in output.splitlines() if "error:" in line]
 
 
 @pytest.mark.parametrize(
     "argv",
     [
-        ["-m", "gunicorn", "api:create_app()"],
+        API,
         ["-m", "celery", "-A", "worker", "worker", "-Q", "uploads", "--without-mingle"],
     ],
     ids=["api", "worker"],
@@ -30,13 +47,8 @@ def test_a_bucket_that_does_not_exist_stops_start_up(argv, s3_endpoint, tmp_path
         "GUNICORN_BIND": f"127.0.0.1:{free_port()}",
         "STAGING_DIR": str(tmp_path / "staging"),
     }
-    done = subprocess.run(
-        [sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode != 0
-    errors = [line for line in (done.stdout + done.stderr).splitlines() if "error:" in line]
-    assert len(errors) == 1 and "NoSuchBucket" in errors[0], done.stdout + done.stderr
-    assert "Traceback" not in done.stdout + done.stderr
+    errors = _refused(argv, env)
+    assert len(errors) == 1 and "NoSuchBucket" in errors[0], errors
 
 
 @pytest.mark.parametrize("variable", ["JWT_SECRET_KEY", "SECRET_KEY"])
@@ -47,16 +59,22 @@ def test_a_short_signing_key_stops_start_up(variable, tmp_path):
         "GUNICORN_BIND": f"127.0.0.1:{free_port()}",
         "STAGING_DIR": str(tmp_path / "staging"),
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "api:create_app()"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode != 0
-    errors = [line for line in output.splitlines() if "error:" in line]
-    assert len(errors) == 1 and f"{variable} is too short" in errors[0], output
-    assert "Traceback" not in output
+    errors = _refused(API, env)
+    assert len(errors) == 1 and f"{variable} is too short" in errors[0], errors
+
+
+def test_a_second_server_on_an_address_in_use_stops(tmp_path):
+    """Each process's socket may share its port (SO_REUSEPORT, gunicorn.conf.py); another
+    server started on the same address stops instead of quietly taking part of the
+    connections."""
+    database_url = f"sqlite:///{tmp_path / 'app.db'}"
+    migrate(database_url)
+    settings = settings_for(tmp_path, database_url=database_url)
+    api = start_gunicorn(settings, tmp_path / "gunicorn.log")
+    try:
+        address = api.url.removeprefix("http://")
+        env = os.environ | settings_env(settings) | {"GUNICORN_BIND": address}
+        assert _refused(API, env) == [f"error: {address} is in use by another server"]
+        assert requests.get(f"{api.url}/", timeout=5).status_code == 200
+    finally:
+        api.stop()
