@@ -75,6 +75,14 @@ def on_starting(server):
         raise SystemExit(2)
 
 
+def when_ready(server):
+    """gunicorn's "Listening at" line names the master's sockets: with a socket per process
+    (``reuse_port``) it has none, so the address is said here."""
+    if server.cfg.reuse_port:
+        addresses = ", ".join(f"http://{bind}" for bind in server.cfg.bind)
+        server.log.info("Each process listens at %s (SO_REUSEPORT)", addresses)
+
+
 def _in_use(address) -> bool:
     """Whether something listens on a TCP ``address``: each worker binds its own socket with
     SO_REUSEPORT, which another server's SO_REUSEPORT socket on that address would not stop
