@@ -214,6 +214,9 @@ def test_patch_renames_and_relabels(library):
     cleared = alice.patch(f"/api/v2/files/{photo}", json={"category": None, "tags": []}).json()
     assert cleared["category"] is None and cleared["tags"] == []
     assert alice.patch(f"/api/v2/files/{photo}", json={"original_name": "x.exe"}).status_code == 400
+    empty = alice.patch(f"/api/v2/files/{photo}", json={"original_name": ""})
+    assert empty.status_code == 400, empty.text  # in a string's words, not a sequence's
+    assert empty.json()["details"] == {"original_name": "String should have at least 1 character"}
     assert alice.patch(f"/api/v2/files/{photo}", json={"tags": ["bad tag"]}).status_code == 400
     assert alice.get(f"/api/v2/files/{photo}").json()["original_name"] == "Море 2024.png"
     theirs = bob.patch(f"/api/v2/files/{photo}", json={"category": "mine"})

@@ -31,6 +31,17 @@ def _printable(value: str) -> str:
 
 
 Printable = Annotated[str, AfterValidator(_printable)]
+
+
+def printable(**constraints):
+    """``Printable`` with string ``constraints`` (lengths, stripping), checked before the
+    control characters: set after it, pydantic checks them as a generic sequence's and says so
+    ("Value should have at least 1 item after validation") of an empty name."""
+    return Annotated[str, StringConstraints(**constraints), AfterValidator(_printable)]
+
+
+#: A name a person gives: a file's original name, a direct upload's file name, a search.
+ShownName = printable(min_length=1, max_length=255)
 Password = Annotated[
     str, StringConstraints(strict=True, min_length=MIN_LENGTH, max_length=MAX_LENGTH)
 ]
@@ -88,8 +99,8 @@ class Login(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    username: Printable | None = Field(None, min_length=1, max_length=254)
-    email: Printable | None = Field(None, min_length=1, max_length=254)
+    username: printable(min_length=1, max_length=254) | None = None
+    email: printable(min_length=1, max_length=254) | None = None
     password: str = Field(max_length=MAX_LENGTH)
 
     @model_validator(mode="after")
@@ -119,9 +130,7 @@ class TokenPair(BaseModel):
 class KeyIn(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    name: Annotated[
-        Printable, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)
-    ]
+    name: printable(strip_whitespace=True, min_length=1, max_length=100)
     scopes: list[Scope] = Field(default_factory=lambda: list(KEY_SCOPES), min_length=1)
 
 
@@ -162,7 +171,7 @@ ContentType = Annotated[
         pattern=r"^[A-Za-z0-9!#$&^_.+-]+/(\*|[A-Za-z0-9!#$&^_.+-]+)$", max_length=128
     ),
 ]
-Label = Annotated[Printable, StringConstraints(min_length=1, max_length=200)]
+Label = printable(min_length=1, max_length=200)
 
 
 def _utc(value: datetime) -> datetime:
@@ -188,11 +197,8 @@ class FileListQuery(BaseModel):
     limit: int = Field(100, ge=1, le=1000, description="at most this many files a page")
     cursor: str | None = Field(None, max_length=2048, description="next_cursor of a page")
     sort: Sort = Field("-uploaded_at", description="a key, '-' in front for descending")
-    q: Printable | None = Field(
-        None,
-        min_length=1,
-        max_length=255,
-        description="in the original name, any case, any script; % and _ are literal",
+    q: ShownName | None = Field(
+        None, description="in the original name, any case, any script; % and _ are literal"
     )
     prefix: str | None = Field(None, max_length=64, description="stored name starts with this")
     tag: list[Label] = Field(
@@ -233,9 +239,7 @@ class FilePatch(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    original_name: Annotated[Printable, StringConstraints(min_length=1, max_length=255)] | None = (
-        None
-    )
+    original_name: ShownName | None = None
     category: Label | None = None
     tags: list[Label] | None = Field(None, max_length=MAX_TAGS)
     add_tags: list[Label] | None = Field(None, max_length=MAX_TAGS)
@@ -356,7 +360,7 @@ class UploadCreate(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    filename: Annotated[Printable, StringConstraints(min_length=1, max_length=255)]
+    filename: ShownName
     size: int = Field(ge=1, description="bytes")
     content_type: str | None = Field(None, max_length=255, description="ignored: sniffed")
     sha256: Sha256Hex | None = None
