@@ -12,7 +12,7 @@ import threading
 from collections import Counter
 from datetime import timedelta
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import ColumnElement, Insert, delete, insert, literal, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from common.db import core
@@ -29,6 +29,15 @@ def add(session: Session, file_id: int, kind: OutboxKind) -> None:
 
 
 _INSERT = insert(OutboxEntry)
+
+
+def add_from(file_id: ColumnElement[int], kind: ColumnElement[str]) -> Insert:
+    """``add`` as a statement for rows another statement yields (``file_id``, ``kind``: their
+    columns or parameters), such as a new file's INSERT in a WITH (``states.create``)."""
+    kind = type_coerce(kind, OutboxEntry.kind.type)
+    columns = select(file_id, kind, db_now(), literal(0))
+    names = ["file_id", "kind", "created_at", "publish_count"]
+    return insert(OutboxEntry).from_select(names, columns)
 
 
 def add_later(session: Session, file_id: int, kind: OutboxKind, seconds: float) -> None:

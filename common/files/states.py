@@ -14,7 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import ColumnElement, bindparam, false, insert, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    bindparam,
+    false,
+    insert,
+    literal,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from common.db import core
@@ -109,15 +119,7 @@ def _move(session: Session, condition: list, values: dict, event: str) -> list[t
             .returning(File.id, File.owner_id, File.size, before.c.status.label("before"))
             .cte("moved")
         )
-        written = insert(FileEvent).from_select(
-            ["file_id", "owner_id", "type", "at"],
-            select(
-                moved.c.id,
-                moved.c.owner_id,
-                literal(event, FileEvent.type.type),
-                literal(values["updated_at"], FileEvent.at.type),
-            ),
-        )
+        written = _events_of(moved, literal(event), literal(values["updated_at"]))
         rows = list(core(session).execute(select(moved).add_cte(written.cte("moved_events"))))
         if rows:
             events.wrote(session)  # the doorbell rings after the commit
@@ -147,21 +149,22 @@ def _create_with_work():
     trip between its BEGIN and COMMIT instead of three."""
     row = {column: bindparam(column) for column in _NEW_FILE}
     new = insert(File).values(row).returning(File.id, File.owner_id).cte("new_file")
-    event = insert(FileEvent).from_select(
+    event = _events_of(new, bindparam("event_type"), bindparam("event_at"))
+    work = outbox.add_from(new.c.id, bindparam("work"))
+    return work.returning(OutboxEntry.file_id).add_cte(event.cte("new_event"))
+
+
+def _events_of(files, kind, at):
+    """The INSERT of an event of type ``kind`` at ``at`` for each row of ``files`` (a WITH's
+    rows with ``id`` and ``owner_id``): ``create`` and ``_move`` on PostgreSQL."""
+    return insert(FileEvent).from_select(
         ["file_id", "owner_id", "type", "at"],
         select(
-            new.c.id,
-            new.c.owner_id,
-            bindparam("event_type", type_=FileEvent.type.type),
-            bindparam("event_at", type_=FileEvent.at.type),
+            files.c.id,
+            files.c.owner_id,
+            type_coerce(kind, FileEvent.type.type),
+            type_coerce(at, FileEvent.at.type),
         ),
-    )
-    work = select(new.c.id, bindparam("work", type_=OutboxEntry.kind.type), db_now(), literal(0))
-    return (
-        insert(OutboxEntry)
-        .from_select(["file_id", "kind", "created_at", "publish_count"], work)
-        .returning(OutboxEntry.file_id)
-        .add_cte(event.cte("new_event"))
     )
 
 
