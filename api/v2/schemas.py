@@ -30,18 +30,17 @@ def _printable(value: str) -> str:
     return value
 
 
-Printable = Annotated[str, AfterValidator(_printable)]
-
-
 def printable(**constraints):
-    """``Printable`` with string ``constraints`` (lengths, stripping), checked before the
-    control characters: set after it, pydantic checks them as a generic sequence's and says so
-    ("Value should have at least 1 item after validation") of an empty name."""
+    """Text with no control characters and string ``constraints`` (lengths, stripping), which
+    are checked first: set after the check, pydantic checks them as a generic sequence's and
+    says so ("Value should have at least 1 item after validation") of an empty name."""
     return Annotated[str, StringConstraints(**constraints), AfterValidator(_printable)]
 
 
 #: A name a person gives: a file's original name, a direct upload's file name, a search.
 ShownName = printable(min_length=1, max_length=255)
+#: What a log-in names: a username or an email address.
+LoginName = printable(min_length=1, max_length=254)
 Password = Annotated[
     str, StringConstraints(strict=True, min_length=MIN_LENGTH, max_length=MAX_LENGTH)
 ]
@@ -99,8 +98,8 @@ class Login(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    username: printable(min_length=1, max_length=254) | None = None
-    email: printable(min_length=1, max_length=254) | None = None
+    username: LoginName | None = None
+    email: LoginName | None = None
     password: str = Field(max_length=MAX_LENGTH)
 
     @model_validator(mode="after")
